@@ -1,0 +1,165 @@
+"""ExampleGen over raw text: files → tf.Examples with one bytes feature `text`.
+
+Built on TFX's FileBasedExampleGen, so its driver gives us input fingerprints (cache
+invalidation when a file changes), {SPAN} patterns and range configs; only the
+executor is ours: it reads whole files and cuts them as components/text_records.py says.
+"""
+import json
+import logging
+from typing import Any, Dict
+
+import apache_beam as beam
+import tensorflow as tf
+from google.protobuf import json_format, struct_pb2
+from tfx.components.example_gen import utils as example_gen_utils
+from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.components.example_gen.component import FileBasedExampleGen
+from tfx.dsl.components.base import executor_spec
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import proto_utils
+
+from components import text_records
+from models import features
+
+logger = logging.getLogger(__name__)
+
+TRAIN, EVAL = "train", "eval"
+
+
+def _settings(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
+    config = example_gen_pb2.CustomConfig()
+    proto_utils.json_to_proto(exec_properties[standard_component_specs.CUSTOM_CONFIG_KEY], config)
+    struct = struct_pb2.Struct()
+    config.custom_config.Unpack(struct)
+    return json_format.MessageToDict(struct)
+
+
+def _to_example(record: str) -> bytes:
+    return tf.train.Example(features=tf.train.Features(feature={
+        features.TEXT_KEY: tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[record.encode("utf-8")]))
+    })).SerializeToString()
+
+
+def _read_file(path: str, encoding_errors: str) -> str:
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return text_records.decode(f.read(), path, encoding_errors)
+
+
+def _matching_files(exec_properties: Dict[str, Any], pattern: str):
+    full_pattern = f"{exec_properties[standard_component_specs.INPUT_BASE_KEY].rstrip('/')}/{pattern}"
+    files = sorted(p for p in tf.io.gfile.glob(full_pattern) if not tf.io.gfile.isdir(p))
+    if not files:
+        raise text_records.CorpusError(f"no files match {full_pattern}")
+    return files
+
+
+@beam.ptransform_fn
+def _TextToExamples(pipeline, exec_properties: Dict[str, Any], split_pattern: str):
+    """Every record of the matching files (used when the input config names the splits)."""
+    s = _settings(exec_properties)
+
+    def records(path):
+        text = _read_file(path, s["encoding_errors"])
+        if s["mode"] == "lines":
+            return text_records.line_records(text)
+        return text_records.stream_records(text, int(s["seq_length"]))
+
+    return (pipeline
+            | "Files" >> beam.Create(_matching_files(exec_properties, split_pattern))
+            | "Records" >> beam.FlatMap(records)
+            | "ToExample" >> beam.Map(_to_example))
+
+
+class TextExampleGenExecutor(BaseExampleGenExecutor):
+    """Cuts text into records; the tail of each file is the eval split."""
+
+    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
+        return _TextToExamples
+
+    def GenerateExamplesByBeam(self, pipeline, exec_properties):
+        input_config = example_gen_pb2.Input()
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
+                                  input_config)
+        if len(input_config.splits) > 1:
+            # The user split the data into files per split: take them as they are.
+            return super().GenerateExamplesByBeam(pipeline, exec_properties)
+        s = _settings(exec_properties)
+
+        def cut(path):
+            train, held_out = text_records.split_text(
+                _read_file(path, s["encoding_errors"]), s["mode"], int(s["seq_length"]),
+                float(s["eval_fraction"]))
+            return [(TRAIN, r) for r in train] + [(EVAL, r) for r in held_out]
+
+        tagged = (pipeline
+                  | "Files" >> beam.Create(_matching_files(exec_properties,
+                                                           input_config.splits[0].pattern))
+                  | "Cut" >> beam.FlatMap(cut))
+        return {
+            name: (tagged
+                   | f"Select[{name}]" >> beam.Filter(lambda kv, n=name: kv[0] == n)
+                   | f"ToExample[{name}]" >> beam.Map(lambda kv: _to_example(kv[1])))
+            for name in (TRAIN, EVAL)
+        }
+
+    def Do(self, input_dict, output_dict, exec_properties):
+        super().Do(input_dict, output_dict, exec_properties)
+        examples = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.EXAMPLES_KEY])
+        counts = {}
+        for split in artifact_utils.decode_split_names(examples.split_names):
+            uri = artifact_utils.get_split_uri([examples], split)
+            records, chars = _count(tf.io.gfile.glob(f"{uri}/*"))
+            counts[split] = {"records": records, "chars": chars}
+            examples.set_int_custom_property(f"{split}_records", records)
+            examples.set_int_custom_property(f"{split}_chars", chars)
+            if records == 0:
+                raise text_records.CorpusError(
+                    f"the {split} split is empty: the corpus is too short for "
+                    f"eval_fraction={_settings(exec_properties).get('eval_fraction')}; "
+                    "add text or change the eval fraction")
+        logger.info("text ExampleGen: %s", json.dumps(counts))
+
+
+def _count(files):
+    records = chars = 0
+    if not files:
+        return 0, 0
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024)
+    spec = {features.TEXT_KEY: tf.io.FixedLenFeature([], tf.string)}
+    for batch in dataset:
+        text = tf.io.parse_example(batch, spec)[features.TEXT_KEY]
+        records += int(tf.shape(text)[0])
+        chars += int(tf.reduce_sum(tf.strings.length(text, unit="UTF8_CHAR")))
+    return records, chars
+
+
+def text_example_gen(input_base: str, pattern: str, mode: str, seq_length: int,
+                     eval_fraction: float, encoding_errors: str,
+                     code_fingerprint: str) -> FileBasedExampleGen:
+    """The ExampleGen component for files under `input_base` matching `pattern`.
+
+    `pattern` may contain TFX's {SPAN} placeholder. The code fingerprint only serves
+    to invalidate TFX's cache when this project's code changes.
+    """
+    settings = struct_pb2.Struct()
+    settings.update({"mode": mode, "seq_length": seq_length, "eval_fraction": eval_fraction,
+                     "encoding_errors": encoding_errors, "code_fingerprint": code_fingerprint})
+    custom_config = example_gen_pb2.CustomConfig()
+    custom_config.custom_config.Pack(settings)
+    # The buckets only name the splits and document the ratio: the executor cuts each
+    # file's tail (contiguous), it does not hash.
+    eval_percent = max(1, int(round(eval_fraction * 100)))
+    output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+        example_gen_pb2.SplitConfig.Split(name=TRAIN, hash_buckets=100 - eval_percent),
+        example_gen_pb2.SplitConfig.Split(name=EVAL, hash_buckets=eval_percent),
+    ]))
+    return FileBasedExampleGen(
+        input_base=input_base,
+        input_config=example_gen_utils.make_default_input_config(pattern),
+        output_config=output_config,
+        custom_config=custom_config,
+        custom_executor_spec=executor_spec.BeamExecutorSpec(TextExampleGenExecutor),
+    ).with_id("TextExampleGen")

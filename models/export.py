@@ -1,0 +1,205 @@
+"""The servable SavedModel: one-step, whole-sequence generation and scoring signatures.
+
+The character vocabulary is baked into the graph as constants, so the SavedModel needs
+neither tensorflow_transform nor TFX to load, and raw text → ids happens inside it.
+
+State layout (`states` input/output, float32 [batch, state_size]): the layers' states
+concatenated in layer order; a GRU layer contributes h [units], an LSTM layer h then c
+[2 × units]. Zeros start a new sequence.
+"""
+from typing import List
+
+import tensorflow as tf
+import tf_keras
+
+from models import features, model as char_model, sampling
+
+# Upper bound on prompt characters the graph accepts per row; beyond it the client
+# should send only the tail (an RNN's memory of the far past is its state anyway).
+MAX_PROMPT_CHARS = 100_000
+
+
+class Generator(tf.Module):
+    """Wraps the trained Keras model with the vocabulary and the sampling loop."""
+
+    def __init__(self, keras_model: tf_keras.Model, vocab: List[str], mode: str):
+        super().__init__(name="generator")
+        self.model = keras_model
+        self.embedding = keras_model.get_layer("embedding")
+        self.cells = [layer.cell for layer in char_model.rnn_layers_of(keras_model)]
+        self.dense = keras_model.get_layer("logits")
+        self.cell_state_sizes = [
+            list(c.state_size) if isinstance(c.state_size, (list, tuple)) else [c.state_size]
+            for c in self.cells]
+        self.state_size = sum(sum(s) for s in self.cell_state_sizes)
+        keys = tf.constant(vocab, dtype=tf.string)
+        self.char_to_id = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                keys, tf.range(features.NUM_RESERVED_IDS, len(vocab) + features.NUM_RESERVED_IDS,
+                               dtype=tf.int64)),
+            default_value=features.UNK_ID)
+        # Reserved ids decode to "" so padding after a finished line vanishes.
+        self.id_to_char = tf.constant([""] * features.NUM_RESERVED_IDS + list(vocab))
+        self.stop_at_terminator = mode == "lines"
+        self.terminator_id = (vocab.index(features.LINE_TERMINATOR) + features.NUM_RESERVED_IDS
+                              if features.LINE_TERMINATOR in vocab else -1)
+        # tf.functions with an input_signature (not concrete functions) are what make
+        # tf.saved_model.save write the SignatureDef `defaults` for top_k, top_p, seed.
+        self.one_step = tf.function(self._one_step, input_signature=[
+            tf.TensorSpec([None], tf.string, name="chars"),
+            tf.TensorSpec([None, self.state_size], tf.float32, name="states"),
+            tf.TensorSpec([None], tf.float32, name="temperature"),
+            tf.TensorSpec([], tf.int32, name="seed")])
+        self.generate = tf.function(self._generate, input_signature=[
+            tf.TensorSpec([None], tf.string, name="prompts"),
+            tf.TensorSpec([], tf.int32, name="num_chars"),
+            tf.TensorSpec([None], tf.float32, name="temperature"),
+            tf.TensorSpec([], tf.int32, name="top_k"),
+            tf.TensorSpec([], tf.float32, name="top_p"),
+            tf.TensorSpec([], tf.int32, name="seed")])
+        self.score = tf.function(self._score, input_signature=[
+            tf.TensorSpec([None], tf.string, name="examples")])
+
+    # --- graph building blocks ------------------------------------------------------
+
+    def encode(self, text: tf.Tensor) -> tf.RaggedTensor:
+        """UTF-8 strings [batch] → ragged ids; unknown characters become [UNK]."""
+        chars = tf.strings.unicode_split(text, "UTF-8", errors="replace")
+        return tf.ragged.map_flat_values(self.char_to_id.lookup, chars)
+
+    def decode(self, ids: tf.Tensor) -> tf.Tensor:
+        """ids [batch, time] → strings [batch]."""
+        return tf.strings.reduce_join(tf.gather(self.id_to_char, ids), axis=-1)
+
+    def split_states(self, states: tf.Tensor):
+        """[batch, state_size] → per layer list of state tensors (the cells' format)."""
+        per_layer, offset = [], 0
+        for sizes in self.cell_state_sizes:
+            parts = []
+            for size in sizes:
+                parts.append(tf.cast(states[:, offset:offset + size], self.cells[0].compute_dtype))
+                offset += size
+            per_layer.append(parts)
+        return per_layer
+
+    def join_states(self, per_layer) -> tf.Tensor:
+        return tf.concat([tf.cast(s, tf.float32) for parts in per_layer for s in parts], axis=-1)
+
+    def step(self, ids: tf.Tensor, states: tf.Tensor):
+        """One character per row: ids [batch] → logits [batch, vocab], new states."""
+        x = self.embedding(ids)
+        new_states = []
+        for cell, cell_states in zip(self.cells, self.split_states(states)):
+            x, cell_new = cell(x, cell_states if len(cell_states) > 1 else cell_states[0],
+                               training=False)
+            new_states.append(list(cell_new) if isinstance(cell_new, (list, tuple)) else [cell_new])
+        return tf.cast(self.dense(x), tf.float32), self.join_states(new_states)
+
+    def read_prompt(self, ids: tf.RaggedTensor, states: tf.Tensor):
+        """Feeds each row's characters; rows may differ in length (shorter rows hold still).
+
+        Returns the logits after each row's last character and the states there.
+        """
+        tf.debugging.assert_positive(
+            ids.row_lengths(), message="every prompt / chars row needs at least one character")
+        tf.debugging.assert_less_equal(
+            tf.reduce_max(ids.row_lengths()), tf.constant(MAX_PROMPT_CHARS, tf.int64),
+            message=f"a prompt is longer than {MAX_PROMPT_CHARS} characters: send its tail")
+        padded = ids.to_tensor(default_value=features.PAD_ID)
+        lengths = ids.row_lengths()
+        batch = tf.shape(padded)[0]
+        logits0 = tf.zeros([batch, tf.shape(self.id_to_char)[0]], tf.float32)
+
+        def body(t, logits, states):
+            step_logits, step_states = self.step(padded[:, t], states)
+            live = (tf.cast(t, tf.int64) < lengths)[:, tf.newaxis]
+            return t + 1, tf.where(live, step_logits, logits), tf.where(live, step_states, states)
+
+        _, logits, states = tf.while_loop(
+            lambda t, *_: t < tf.shape(padded)[1], body, (tf.constant(0), logits0, states))
+        return logits, states
+
+    def zero_states(self, batch) -> tf.Tensor:
+        return tf.zeros([batch, self.state_size], tf.float32)
+
+    # --- signatures -----------------------------------------------------------------
+
+    def _one_step(self, chars, states, temperature, seed=tf.constant(0)):
+        """The tutorial's OneStep: feed chars (a prompt or the last character), sample one."""
+        _check_batch(chars, states=states, temperature=temperature)
+        tf.debugging.assert_equal(
+            tf.shape(states)[1], self.state_size,
+            message=f"states must be float32 [batch, {self.state_size}]")
+        _check_temperature(temperature)
+        logits, states = self.read_prompt(self.encode(chars), states)
+        next_ids = sampling.sample(logits, temperature, tf.constant(0), tf.constant(1.0),
+                                   tf.stack([sampling.resolve_seed(seed), 0]))
+        return {"next_chars": tf.gather(self.id_to_char, next_ids), "states": states}
+
+    def _generate(self, prompts, num_chars, temperature, top_k=tf.constant(0),
+                 top_p=tf.constant(1.0), seed=tf.constant(0)):
+        """Whole completions in one call: the sampling loop runs inside the graph."""
+        _check_batch(prompts, temperature=temperature)
+        _check_temperature(temperature)
+        tf.debugging.assert_non_negative(num_chars, message="num_chars must be >= 0")
+        tf.debugging.assert_non_negative(top_k, message="top_k must be >= 0 (0 = off)")
+        tf.debugging.assert_greater(top_p, 0.0, message="top_p must be in (0, 1]")
+        tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be in (0, 1]")
+        batch = tf.shape(prompts)[0]
+        logits, states = self.read_prompt(self.encode(prompts), self.zero_states(batch))
+        seed = sampling.resolve_seed(seed)
+        pad = tf.fill([batch], tf.constant(features.PAD_ID, tf.int64))
+        # Slot 0 holds padding so the array is never empty (num_chars = 0 is valid).
+        out = tf.TensorArray(tf.int64, size=num_chars + 1, element_shape=[None]).write(0, pad)
+
+        def body(i, logits, states, done, out):
+            next_ids = sampling.sample(logits, temperature, top_k, top_p, tf.stack([seed, i]))
+            next_ids = tf.where(done, pad, next_ids)
+            if self.stop_at_terminator:
+                done = done | tf.equal(next_ids, self.terminator_id)
+            out = out.write(i + 1, next_ids)
+            logits, states = self.step(next_ids, states)
+            return i + 1, logits, states, done, out
+
+        def keep_going(i, logits, states, done, out):
+            return (i < num_chars) & ~tf.reduce_all(done)
+
+        _, _, _, _, out = tf.while_loop(
+            keep_going, body, (tf.constant(0), logits, states, tf.zeros([batch], tf.bool), out))
+        completion = self.decode(tf.transpose(out.stack()))
+        return {"text": prompts + completion, "completion": completion}
+
+    def _score(self, examples):
+        """Serialized raw tf.Examples → per-example summed NLL (nats) and character count."""
+        parsed = tf.io.parse_example(
+            examples, {features.TEXT_KEY: tf.io.FixedLenFeature([], tf.string)})
+        ids = self.encode(parsed[features.TEXT_KEY]).to_tensor(default_value=features.PAD_ID)
+        inputs, targets = char_model.to_inputs_and_targets(ids)
+        nll, mask = char_model.masked_nll(targets, self.model(inputs, training=False))
+        return {features.NLL_OUTPUT: tf.reduce_sum(nll, axis=-1),
+                features.NUM_CHARS_OUTPUT: tf.reduce_sum(mask, axis=-1)}
+
+
+def _check_batch(first, **others):
+    batch = tf.shape(first)[0]
+    for name, tensor in others.items():
+        tf.debugging.assert_equal(tf.shape(tensor)[0], batch,
+                                  message=f"{name} has a different batch size than the text input")
+
+
+def _check_temperature(temperature):
+    tf.debugging.assert_non_negative(temperature, message="temperature must be >= 0 (0 = greedy)")
+    tf.debugging.assert_all_finite(temperature, message="temperature must be a finite number")
+
+
+def signatures(generator: Generator):
+    return {features.ONE_STEP_SIGNATURE: generator.one_step,
+            features.GENERATE_SIGNATURE: generator.generate,
+            features.SCORE_SIGNATURE: generator.score}
+
+
+def save(keras_model: tf_keras.Model, vocab: List[str], mode: str, export_dir: str) -> Generator:
+    """Writes the servable SavedModel (float32 at every signature input and output)."""
+    generator = Generator(keras_model, vocab, mode)
+    tf.saved_model.save(generator, export_dir, signatures=signatures(generator))
+    return generator

@@ -1,0 +1,38 @@
+"""Feature names and constants shared by every stage (one place, no repeats).
+
+Id layout of the character vocabulary, as seen by the model:
+
+    0               [PAD]  padding in a batch; never a target, never sampled
+    1               [UNK]  a character the vocabulary has never seen; never sampled
+    2 .. V+1        the corpus' characters, most frequent first (tf.Transform's order)
+"""
+
+# Raw tf.Example feature written by the text ExampleGen: one training sequence, UTF-8.
+TEXT_KEY = "text"
+
+# Transformed feature written by Transform: the sequence as character ids (VarLen int64).
+IDS_KEY = "ids"
+
+# Name of the tf.Transform vocabulary asset (stored as tfrecord_gzip, because the
+# text format silently drops tokens that contain "\n" or "\r").
+VOCAB_NAME = "chars"
+
+PAD_TOKEN = "[PAD]"
+UNK_TOKEN = "[UNK]"
+PAD_ID = 0
+UNK_ID = 1
+NUM_RESERVED_IDS = 2
+
+# Line mode: every record ends with this terminator, so the model learns where a line ends.
+LINE_TERMINATOR = "\n"
+
+# Signature names; clients, benchmarks and TF Serving configs rely on them.
+ONE_STEP_SIGNATURE = "serving_default"
+GENERATE_SIGNATURE = "generate"
+SCORE_SIGNATURE = "score"
+
+# Outputs of the score signature, read by the TFMA perplexity metric.
+NLL_OUTPUT = "nll"
+NUM_CHARS_OUTPUT = "num_chars"
+
+MODES = ("stream", "lines")

@@ -1,0 +1,200 @@
+"""The character RNN (Embedding → GRU/LSTM × layers → Dense) and the Trainer's run_fn.
+
+Reads like the tutorial's model; the TFX parts are `input_fn` (Transform output →
+(inputs, targets) batches) and `run_fn` (train, then export the serving signatures).
+"""
+import json
+import logging
+import os
+import sys
+from typing import Any, Dict, List
+
+import tensorflow as tf
+import tf_keras
+
+from models import features
+
+logger = logging.getLogger(__name__)
+
+
+def build_model(vocab_size: int, embedding_dim: int = 256, rnn_units: int = 1024,
+                rnn_layers: int = 1, cell: str = "gru", dropout: float = 0.0) -> tf_keras.Model:
+    """Embedding → RNN layers → logits over the vocabulary, for ids [batch, time].
+
+    Layer names (`embedding`, `rnn_0`…, `logits`) are relied on by the export.
+    The RNN settings are the ones cuDNN accepts (tanh/sigmoid, reset_after, no
+    recurrent dropout, no unrolling), so on a GPU Keras picks the fused kernel.
+    """
+    ids = tf_keras.Input(shape=(None,), dtype=tf.int64, name=features.IDS_KEY)
+    x = tf_keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")(ids)
+    for i in range(rnn_layers):
+        if cell == "gru":
+            layer = tf_keras.layers.GRU(rnn_units, return_sequences=True, reset_after=True,
+                                        name=f"rnn_{i}")
+        elif cell == "lstm":
+            layer = tf_keras.layers.LSTM(rnn_units, return_sequences=True, name=f"rnn_{i}")
+        else:
+            raise ValueError(f"cell = {cell!r}: must be 'gru' or 'lstm'")
+        x = layer(x)
+        if dropout:
+            x = tf_keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+    # float32 logits even under a mixed-precision policy: softmax and loss need the range.
+    logits = tf_keras.layers.Dense(vocab_size, name="logits", dtype="float32")(x)
+    return tf_keras.Model(ids, logits, name="char_rnn")
+
+
+def rnn_layers_of(model: tf_keras.Model) -> List[tf_keras.layers.Layer]:
+    layers = []
+    while True:
+        try:
+            layers.append(model.get_layer(f"rnn_{len(layers)}"))
+        except ValueError:
+            return layers
+
+
+def masked_nll(targets: tf.Tensor, logits: tf.Tensor):
+    """Per-character negative log-likelihood and a 0/1 mask of real (non-padding) targets."""
+    mask = tf.cast(tf.not_equal(targets, features.PAD_ID), tf.float32)
+    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(targets, tf.int32), logits=tf.cast(logits, tf.float32))
+    return nll * mask, mask
+
+
+class MaskedCharLoss(tf_keras.losses.Loss):
+    """Mean cross-entropy per real character: padding counts neither above nor below."""
+
+    def __init__(self, name="masked_char_loss"):
+        super().__init__(name=name, reduction=tf_keras.losses.Reduction.SUM_OVER_BATCH_SIZE)
+
+    def call(self, y_true, y_pred):
+        nll, mask = masked_nll(y_true, y_pred)
+        return tf.reduce_sum(nll) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+class CharPerplexity(tf_keras.metrics.Metric):
+    """exp(total NLL / total characters), character-weighted, summed in float64."""
+
+    def __init__(self, name="perplexity", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.total_nll = self.add_weight("total_nll", shape=(), dtype=tf.float64,
+                                         initializer="zeros")
+        self.total_chars = self.add_weight("total_chars", shape=(), dtype=tf.float64,
+                                           initializer="zeros")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        del sample_weight
+        nll, mask = masked_nll(y_true, y_pred)
+        self.total_nll.assign_add(tf.cast(tf.reduce_sum(nll), tf.float64))
+        self.total_chars.assign_add(tf.cast(tf.reduce_sum(mask), tf.float64))
+
+    def result(self):
+        return tf.exp(self.total_nll / tf.maximum(self.total_chars, 1.0))
+
+
+def compile_model(model: tf_keras.Model, learning_rate: float) -> tf_keras.Model:
+    model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate), loss=MaskedCharLoss(),
+                  metrics=[CharPerplexity()])
+    return model
+
+
+def to_inputs_and_targets(ids: tf.Tensor):
+    """ids [batch, time] (padded) → (ids[:, :-1], ids[:, 1:]): predict each next character."""
+    return ids[:, :-1], ids[:, 1:]
+
+
+def input_fn(file_pattern: List[str], data_accessor, schema, batch_size: int, shuffle: bool,
+             repeat: bool, seed: int) -> tf.data.Dataset:
+    """Transformed examples → padded (inputs, targets) batches.
+
+    Records may differ in length (lines mode, a file's last window): the sparse ids are
+    densified with [PAD] = 0 to the longest record of each batch.
+    """
+    from tfx_bsl.public import tfxio
+    dataset = data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle, shuffle_seed=seed,
+                                       num_epochs=None if repeat else 1),
+        schema)
+
+    def split(batch):
+        ids = batch[features.IDS_KEY]
+        if isinstance(ids, tf.SparseTensor):
+            ids = tf.sparse.to_dense(ids, default_value=features.PAD_ID)
+        elif isinstance(ids, tf.RaggedTensor):
+            ids = ids.to_tensor(default_value=features.PAD_ID)
+        return to_inputs_and_targets(ids)
+
+    return dataset.map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+    """One device: the default strategy; several GPUs: MirroredStrategy."""
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+class EpochReport(tf_keras.callbacks.Callback):
+    """One log line per epoch with train and eval loss, whatever Keras' verbosity."""
+
+    def __init__(self, report_path: str):
+        super().__init__()
+        self.report_path = report_path
+        self.history: List[Dict[str, float]] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        self.history.append({"epoch": epoch + 1, **logs})
+        logger.info("epoch %d: train loss %.4f nats/char, eval loss %s", epoch + 1,
+                    logs.get("loss", float("nan")),
+                    "%.4f nats/char (perplexity %.3f)" % (logs["val_loss"], logs["val_perplexity"])
+                    if "val_loss" in logs else "n/a")
+        with tf.io.gfile.GFile(self.report_path, "w") as f:
+            f.write(json.dumps(self.history, indent=1))
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry point (wired by dotted path `models.model.run_fn`).
+
+    custom_config: {"model": ModelSettings, "train": TrainSettings, "mode": str,
+    "code_fingerprint": str} as plain dicts.
+    """
+    import tensorflow_transform as tft
+
+    from models import export
+
+    config: Dict[str, Any] = fn_args.custom_config
+    model_settings, train = config["model"], config["train"]
+    tf_keras.utils.set_random_seed(train["seed"])
+
+    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    vocab = [token.decode("utf-8") for token in tft_output.vocabulary_by_name(features.VOCAB_NAME)]
+    vocab_size = len(vocab) + features.NUM_RESERVED_IDS
+    schema = tft_output.transformed_metadata.schema
+    steps_per_epoch = train["steps_per_epoch"]
+
+    train_ds = input_fn(fn_args.train_files, fn_args.data_accessor, schema, train["batch_size"],
+                        shuffle=True, repeat=steps_per_epoch is not None, seed=train["seed"])
+    eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, schema, train["batch_size"],
+                       shuffle=False, repeat=False, seed=train["seed"])
+    if train["eval_steps"]:
+        eval_ds = eval_ds.take(train["eval_steps"])
+
+    with distribution_strategy().scope():
+        model = compile_model(build_model(vocab_size, **model_settings), train["learning_rate"])
+
+    run_dir = fn_args.model_run_dir
+    report = EpochReport(os.path.join(run_dir, "epochs.json"))
+    callbacks = [
+        tf_keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch"),
+        tf_keras.callbacks.ModelCheckpoint(
+            os.path.join(run_dir, "checkpoints", "epoch-{epoch:03d}.weights.h5"),
+            save_weights_only=True),
+        report,
+    ]
+    logger.info("training: vocabulary %d characters (+%d reserved ids), %s",
+                len(vocab), features.NUM_RESERVED_IDS, json.dumps(model_settings))
+    model.fit(train_ds, epochs=train["epochs"], steps_per_epoch=steps_per_epoch,
+              validation_data=eval_ds, callbacks=callbacks,
+              verbose=1 if sys.stdout.isatty() else 2)
+    export.save(model, vocab, mode=config["mode"], export_dir=fn_args.serving_model_dir)

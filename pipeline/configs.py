@@ -1,0 +1,185 @@
+"""Every setting of a textgen run, in one config object.
+
+Precedence: built-in defaults < config file (TOML or YAML) < command-line flags.
+This module imports no TensorFlow, so the CLI can validate settings in milliseconds.
+"""
+import dataclasses
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+# The tutorial's corpus, downloaded (and cached) when no --data is given.
+SHAKESPEARE_URL = "https://storage.googleapis.com/download.tensorflow.org/data/shakespeare.txt"
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names it and says what to do."""
+
+
+@dataclasses.dataclass
+class DataSettings:
+    path: Optional[str] = None  # file, directory, glob or URL; None = the tutorial's corpus
+    mode: str = "stream"  # stream: fixed-length windows; lines: one record per line
+    seq_length: int = 100  # stream mode: characters of input per record (records hold seq_length+1)
+    eval_fraction: float = 0.1  # the last fraction of each file is held out, contiguous
+    encoding_errors: str = "strict"  # strict: refuse non-UTF-8 input; replace: use U+FFFD
+
+
+@dataclasses.dataclass
+class ModelSettings:
+    embedding_dim: int = 256
+    rnn_units: int = 1024
+    rnn_layers: int = 1
+    cell: str = "gru"  # gru or lstm
+    dropout: float = 0.0  # between layers and before the output; never recurrent (cuDNN)
+
+
+@dataclasses.dataclass
+class TrainSettings:
+    epochs: int = 20
+    steps_per_epoch: Optional[int] = None  # None: one full pass over the train split
+    eval_steps: Optional[int] = None  # None: the whole eval split after each epoch
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 42
+
+
+@dataclasses.dataclass
+class EvalSettings:
+    # Blessing needs perplexity <= max_perplexity; None means "better than guessing
+    # uniformly over the vocabulary", which any trained model should clear.
+    max_perplexity: Optional[float] = None
+    # ...and no regression against the latest blessed model beyond this relative amount.
+    max_regression: float = 0.01
+
+
+@dataclasses.dataclass
+class RunSettings:
+    pipeline_name: str = "textgen"
+    pipeline_root: str = "tfx_root"
+    serving_dir: str = "serving_model"
+    beam_args: List[str] = dataclasses.field(default_factory=list)
+    sample_chars: int = 300
+
+
+@dataclasses.dataclass
+class Config:
+    data: DataSettings = dataclasses.field(default_factory=DataSettings)
+    model: ModelSettings = dataclasses.field(default_factory=ModelSettings)
+    train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
+    eval: EvalSettings = dataclasses.field(default_factory=EvalSettings)
+    run: RunSettings = dataclasses.field(default_factory=RunSettings)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any], source: str = "config") -> "Config":
+        config = cls()
+        config.update(values, source)
+        return config
+
+    def update(self, values: Dict[str, Any], source: str = "config") -> None:
+        """Overrides settings from a nested dict {section: {name: value}}."""
+        sections = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for section_name, section_values in values.items():
+            if section_name not in sections:
+                raise ConfigError(
+                    f"{source}: unknown section [{section_name}]; "
+                    f"expected one of {', '.join(sections)}")
+            if not isinstance(section_values, dict):
+                raise ConfigError(f"{source}: [{section_name}] must be a table of settings")
+            section = sections[section_name]
+            known = {f.name for f in dataclasses.fields(section)}
+            for name, value in section_values.items():
+                if name not in known:
+                    raise ConfigError(
+                        f"{source}: unknown setting {section_name}.{name}; "
+                        f"expected one of {', '.join(sorted(known))}")
+                setattr(section, name, value)
+
+    def validate(self) -> "Config":
+        """Raises ConfigError naming the first bad setting."""
+        d, m, t, e = self.data, self.model, self.train, self.eval
+        _check(d.mode in ("stream", "lines"), "data.mode", d.mode, "must be 'stream' or 'lines'")
+        _check(d.encoding_errors in ("strict", "replace"), "data.encoding_errors",
+               d.encoding_errors, "must be 'strict' or 'replace'")
+        _positive_int("data.seq_length (--seq-length)", d.seq_length)
+        _check(_is_number(d.eval_fraction) and 0 < d.eval_fraction < 1,
+               "data.eval_fraction (--eval-fraction)", d.eval_fraction, "must be between 0 and 1")
+        _positive_int("model.embedding_dim (--embedding-dim)", m.embedding_dim)
+        _positive_int("model.rnn_units (--rnn-units)", m.rnn_units)
+        _positive_int("model.rnn_layers (--rnn-layers)", m.rnn_layers)
+        _check(m.cell in ("gru", "lstm"), "model.cell (--cell)", m.cell, "must be 'gru' or 'lstm'")
+        _check(_is_number(m.dropout) and 0 <= m.dropout < 1, "model.dropout (--dropout)",
+               m.dropout, "must be in [0, 1)")
+        _positive_int("train.epochs (--epochs)", t.epochs)
+        if t.steps_per_epoch is not None:
+            _positive_int("train.steps_per_epoch (--steps-per-epoch)", t.steps_per_epoch)
+        if t.eval_steps is not None:
+            _positive_int("train.eval_steps (--eval-steps)", t.eval_steps)
+        _positive_int("train.batch_size (--batch-size)", t.batch_size)
+        _check(_is_number(t.learning_rate) and t.learning_rate > 0,
+               "train.learning_rate (--learning-rate)", t.learning_rate, "must be > 0")
+        _check(isinstance(t.seed, int), "train.seed", t.seed, "must be an integer")
+        if e.max_perplexity is not None:
+            _check(_is_number(e.max_perplexity) and e.max_perplexity >= 1,
+                   "eval.max_perplexity (--max-perplexity)", e.max_perplexity,
+                   "must be >= 1 (a perplexity is never below 1)")
+        _check(_is_number(e.max_regression) and e.max_regression >= 0,
+               "eval.max_regression (--max-regression)", e.max_regression, "must be >= 0")
+        _check(isinstance(self.run.sample_chars, int) and self.run.sample_chars >= 0,
+               "run.sample_chars", self.run.sample_chars, "must be >= 0")
+        return self
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _check(ok: bool, name: str, value, requirement: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name} = {value!r}: {requirement}")
+
+
+def _positive_int(name: str, value) -> None:
+    _check(isinstance(value, int) and not isinstance(value, bool) and value > 0, name, value,
+           "must be a positive integer")
+
+
+def load_file(path: str) -> Dict[str, Any]:
+    """Reads a TOML (.toml) or YAML (.yaml/.yml) config file into a nested dict."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as err:
+        raise ConfigError(f"config file {path}: cannot read it ({err.strerror})") from None
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".toml":
+            import tomllib
+            return tomllib.loads(raw.decode("utf-8"))
+        if ext in (".yaml", ".yml"):
+            import yaml
+            values = yaml.safe_load(raw) or {}
+            if not isinstance(values, dict):
+                raise ConfigError(f"config file {path}: expected a mapping of sections")
+            return values
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any parse error becomes one clear line
+        raise ConfigError(f"config file {path}: not valid {ext[1:].upper()}: {err}") from None
+    raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file")
+
+
+def load(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None) -> Config:
+    """Defaults, then the file, then overrides; validated."""
+    config = Config()
+    if path:
+        config.update(load_file(path), source=path)
+    if overrides:
+        config.update(overrides, source="command line")
+    return config.validate()

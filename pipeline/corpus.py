@@ -1,0 +1,119 @@
+"""Finds and checks the input text before any Beam work starts.
+
+A bad corpus (missing, empty, binary, not UTF-8, too short) fails here in a second
+with one line naming the file, instead of minutes later inside a Beam worker.
+"""
+import dataclasses
+import glob
+import os
+import re
+import urllib.request
+from typing import List
+
+from components import text_records
+from components.text_records import CorpusError
+
+_WILDCARD = re.compile(r"[*?\[]|\{SPAN\}|\{VERSION\}")
+
+
+@dataclasses.dataclass
+class Corpus:
+    input_base: str  # directory TFX's ExampleGen reads under
+    pattern: str  # relative glob under input_base (may hold {SPAN})
+    files: List[str]
+    chars: int
+    distinct_chars: int
+    train_records: int
+    eval_records: int
+
+
+def cache_dir() -> str:
+    return os.environ.get("TEXTGEN_CACHE", os.path.join(os.path.expanduser("~"), ".cache",
+                                                        "textgen"))
+
+
+def download(url: str) -> str:
+    """Fetches a URL once into the cache; returns the local file."""
+    path = os.path.join(cache_dir(), os.path.basename(url.split("?")[0]) or "corpus.txt")
+    if os.path.exists(path):
+        return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.part-{os.getpid()}"
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+            out.write(response.read())
+        os.replace(tmp, path)
+    except OSError as err:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise CorpusError(f"cannot download {url} ({err}); pass --data with a local file") from None
+    return path
+
+
+def locate(data: str):
+    """data (file, directory, glob, {SPAN} pattern) → (input_base, relative pattern)."""
+    data = os.path.abspath(os.path.expanduser(data))
+    if _WILDCARD.search(data):
+        parts = data.split(os.sep)
+        first = next(i for i, p in enumerate(parts) if _WILDCARD.search(p))
+        return os.sep.join(parts[:first]) or os.sep, os.sep.join(parts[first:])
+    if os.path.isdir(data):
+        return data, "*"
+    if os.path.isfile(data):
+        return os.path.dirname(data), glob.escape(os.path.basename(data))
+    raise CorpusError(f"--data {data}: no such file or directory")
+
+
+def matching_files(input_base: str, pattern: str) -> List[str]:
+    """The files a pattern names now; for {SPAN} patterns, the latest span's."""
+    if "{SPAN}" in pattern or "{VERSION}" in pattern:
+        return _latest_span_files(input_base, pattern)
+    return sorted(p for p in glob.glob(os.path.join(input_base, pattern)) if os.path.isfile(p))
+
+
+def _latest_span_files(input_base: str, pattern: str) -> List[str]:
+    regex = re.compile(re.escape(os.path.join(input_base, pattern))
+                       .replace(re.escape("{SPAN}"), r"(\d+)")
+                       .replace(re.escape("{VERSION}"), r"(\d+)")
+                       .replace(r"\*", r"[^/]*").replace(r"\?", "[^/]"))
+    candidates = glob.glob(os.path.join(input_base, pattern.replace("{SPAN}", "*")
+                                        .replace("{VERSION}", "*")))
+    spans = {}
+    for path in candidates:
+        match = regex.fullmatch(path)
+        if match and os.path.isfile(path):
+            spans.setdefault(int(match.group(1)), []).append(path)
+    return sorted(spans[max(spans)]) if spans else []
+
+
+def check(data: str, mode: str, seq_length: int, eval_fraction: float,
+          encoding_errors: str = "strict") -> Corpus:
+    """Locates and reads the corpus; raises CorpusError with a one-line reason."""
+    input_base, pattern = locate(data)
+    files = matching_files(input_base, pattern)
+    if not files:
+        raise CorpusError(f"--data {data}: no files found")
+    chars, distinct, train, held_out = 0, set(), 0, 0
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError as err:
+            raise CorpusError(f"{path}: cannot read it ({err.strerror})") from None
+        text = text_records.decode(raw, path, encoding_errors)
+        chars += len(text)
+        distinct.update(text)
+        tr, ev = text_records.split_text(text, mode, seq_length, eval_fraction)
+        train, held_out = train + len(tr), held_out + len(ev)
+    if chars == 0:
+        raise CorpusError(f"--data {data}: the corpus is empty ({len(files)} file(s), 0 characters)")
+    if mode == "lines" and train + held_out == 0:
+        raise CorpusError(f"--data {data}: no non-empty lines")
+    if train == 0 or held_out == 0:
+        need = (f"a training sequence is seq_length+1 = {seq_length + 1} characters"
+                if mode == "stream" else "each split needs at least one line")
+        raise CorpusError(
+            f"--data {data}: corpus too short: {chars} characters give {train} train and "
+            f"{held_out} eval records ({need}, eval is the last {eval_fraction:.0%} of each "
+            "file); add text, lower --seq-length or change --eval-fraction")
+    return Corpus(input_base, pattern, files, chars, len(distinct), train, held_out)
