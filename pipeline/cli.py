@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "TensorFlow Serving.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
+    from serving import cli as serving_cli  # `serve` and `generate`; imports no TensorFlow
+    serving_cli.add_parsers(sub)
     return parser
 
 

@@ -46,7 +46,7 @@ def eval_config(max_perplexity: float, max_regression: float) -> tfma.EvalConfig
     return tfma.EvalConfig(
         # tf_generic: the SavedModel is a tf.Module with signatures, not a Keras model.
         model_specs=[tfma.ModelSpec(signature_name=features.SCORE_SIGNATURE,
-                                    model_type=tfma.TF_GENERIC)],
+                                    model_type=tfma.constants.TF_GENERIC)],
         slicing_specs=[tfma.SlicingSpec()],
         metrics_specs=[tfma.MetricsSpec(metrics=[
             tfma.MetricConfig(

@@ -1,0 +1,58 @@
+"""Shared test fixtures. TF_USE_LEGACY_KERAS must be set before TensorFlow is imported."""
+import os
+import sys
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+
+# A small vocabulary with a newline and a non-ASCII character, for models built in tests.
+TINY_VOCAB = list("abcdefgh \n:é")
+
+
+def build_tiny_model(vocab=None, rnn_layers=1, cell="gru", seed=0):
+    import tf_keras
+    from models import features, model
+    vocab = vocab or TINY_VOCAB
+    tf_keras.utils.set_random_seed(seed)
+    return model.build_model(len(vocab) + features.NUM_RESERVED_IDS, embedding_dim=8,
+                             rnn_units=16, rnn_layers=rnn_layers, cell=cell)
+
+
+def export_tiny_model(export_dir, vocab=None, mode="stream", rnn_layers=1, cell="gru", seed=0):
+    """Exports an untrained tiny model; returns the Generator (for in-process comparisons)."""
+    from models import export
+    vocab = vocab or TINY_VOCAB
+    return export.save(build_tiny_model(vocab, rnn_layers, cell, seed), vocab, mode,
+                       str(export_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A servable SavedModel (stream mode, one GRU layer, untrained), exported once."""
+    path = tmp_path_factory.mktemp("tiny_model") / "model"
+    export_tiny_model(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_serving_dir(tmp_path_factory, tiny_model_dir):
+    """TF Serving layout: <dir>/1/ holding the tiny model."""
+    import shutil
+    base = tmp_path_factory.mktemp("serving")
+    shutil.copytree(tiny_model_dir, base / "1")
+    return str(base)
+
+
+def shared_data(name):
+    path = os.path.join(SHARED_DATA, name)
+    if not os.path.exists(path):
+        pytest.skip(f"{path} not present (../shared/data beside the clone)")
+    return path
+
+
+sys.path.insert(0, REPO)
