@@ -1,0 +1,48 @@
+# textgen: `make run` and `make test` set themselves up (make install) on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+# uv resolves and installs the TFX stack in about a minute (pip backtracks for hours).
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := .tools/bin/uv
+endif
+
+.PHONY: install run test test-slow lock clean help
+
+help:
+	@echo "make run ARGS='--data FILE ...'   run the pipeline (see: .venv/bin/textgen run --help)"
+	@echo "make test                         the test suite (sets up .venv first)"
+	@echo "make test-slow                    also the slow tests"
+	@echo "make install                      create/refresh .venv from requirements/lock.txt"
+	@echo "make lock                         re-resolve requirements/requirements.in"
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+$(STAMP): requirements/lock.txt setup.py | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
+	$(UV) pip install --quiet --python $(VENV)/bin/python -r requirements/lock.txt
+	$(UV) pip install --quiet --python $(VENV)/bin/python --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/textgen run $(ARGS)
+
+test: install
+	$(VENV)/bin/pytest -q tests
+
+test-slow: install
+	$(VENV)/bin/pytest -q --run-slow tests
+
+lock: | $(UV)
+	$(UV) pip compile --quiet --python-version 3.11 requirements/requirements.in -o requirements/lock.txt
+
+clean:
+	rm -rf $(VENV) .tools tfx_root serving_model
