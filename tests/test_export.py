@@ -1,0 +1,186 @@
+"""The servable signatures: shapes, sampling rules, reproducibility, reload in a fresh process."""
+import collections
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from models import export, features
+from conftest import REPO, TINY_VOCAB, build_tiny_model
+
+V = len(TINY_VOCAB) + features.NUM_RESERVED_IDS
+
+
+def fixed_distribution_generator(bias, mode="stream"):
+    """A Generator whose next-character logits are `bias`, whatever the input."""
+    m = build_tiny_model()
+    kernel, _ = m.get_layer("logits").get_weights()
+    m.get_layer("logits").set_weights([np.zeros_like(kernel), np.asarray(bias, np.float32)])
+    return export.Generator(m, TINY_VOCAB, mode)
+
+
+def generate(g, prompts, num_chars, temperature=1.0, top_k=0, top_p=1.0, seed=0):
+    out = g.generate(tf.constant(prompts), tf.constant(num_chars),
+                     tf.fill([len(prompts)], float(temperature)), tf.constant(top_k),
+                     tf.constant(top_p, tf.float32), tf.constant(seed))
+    return [t.decode() for t in out["completion"].numpy()], [t.decode() for t in
+                                                             out["text"].numpy()]
+
+
+def test_reserved_ids_are_never_generated():
+    bias = np.zeros(V)
+    bias[features.PAD_ID] = bias[features.UNK_ID] = 50.0  # overwhelmingly likely if allowed
+    g = fixed_distribution_generator(bias)
+    completions, _ = generate(g, ["ab", "c"], 50, seed=3)
+    assert [len(c) for c in completions] == [50, 50]  # [PAD]/[UNK] would decode to ""
+    out = g.one_step(tf.constant(["a"]), tf.zeros([1, g.state_size]), tf.constant([1.0]),
+                     tf.constant(5))
+    assert out["next_chars"].numpy()[0].decode() in TINY_VOCAB
+
+
+def test_sampling_follows_softmax_at_temperature_one():
+    bias = np.concatenate([[0.0, 0.0], np.linspace(-1.0, 2.0, len(TINY_VOCAB))])
+    g = fixed_distribution_generator(bias)
+    completions, _ = generate(g, ["a"] * 40, 300, seed=11)
+    counts = collections.Counter("".join(completions))
+    total = sum(counts.values())
+    expected = tf.nn.softmax(bias[2:]).numpy()
+    for char, p in zip(TINY_VOCAB, expected):
+        assert counts[char] / total == pytest.approx(p, abs=0.015)
+
+
+def test_temperature_zero_is_greedy_and_low_temperature_sharpens():
+    bias = np.concatenate([[0.0, 0.0], np.linspace(0.0, 1.0, len(TINY_VOCAB))])
+    g = fixed_distribution_generator(bias)
+    top = TINY_VOCAB[-1]
+    greedy, _ = generate(g, ["a", "b"], 30, temperature=0.0, seed=0)
+    assert greedy == [top * 30] * 2
+    for temperature in (0.05, 5.0):
+        completions, _ = generate(g, ["a"] * 20, 200, temperature=temperature, seed=2)
+        counts = collections.Counter("".join(completions))
+        expected = tf.nn.softmax(bias[2:] / temperature).numpy()
+        assert counts[top] / 4000 == pytest.approx(expected[-1], abs=0.03)
+    # Sharper when colder: the top character dominates at 0.05, not at 5.
+    assert tf.nn.softmax(bias[2:] / 0.05).numpy()[-1] > 0.8 > 0.2 > tf.nn.softmax(
+        bias[2:] / 5.0).numpy()[-1]
+
+
+def test_top_k_and_top_p_restrict_the_candidates():
+    bias = np.concatenate([[0.0, 0.0], np.linspace(0.0, 3.0, len(TINY_VOCAB))])
+    g = fixed_distribution_generator(bias)
+    top3 = set(TINY_VOCAB[-3:])
+    assert set("".join(generate(g, ["a"] * 8, 100, top_k=3, seed=4)[0])) <= top3
+    assert set("".join(generate(g, ["a"] * 8, 100, top_k=1, seed=4)[0])) == {TINY_VOCAB[-1]}
+    # The two most likely characters hold > 0.4 of the mass: top_p=0.4 keeps just them.
+    probs = tf.nn.softmax(bias[2:]).numpy()
+    assert probs[-1] < 0.4 < probs[-1] + probs[-2]
+    assert set("".join(generate(g, ["a"] * 8, 100, top_p=0.4, seed=4)[0])) == set(TINY_VOCAB[-2:])
+
+
+def test_seed_makes_generation_reproducible():
+    g = export.Generator(build_tiny_model(seed=1), TINY_VOCAB, "stream")
+    first = generate(g, ["ab", "hé"], 40, seed=7)
+    assert generate(g, ["ab", "hé"], 40, seed=7) == first
+    assert generate(g, ["ab", "hé"], 40, seed=8) != first
+
+
+def test_lines_mode_stops_each_row_at_the_terminator():
+    bias = np.zeros(V)
+    bias[TINY_VOCAB.index("\n") + features.NUM_RESERVED_IDS] = 2.0
+    g = fixed_distribution_generator(bias, mode="lines")
+    completions, texts = generate(g, ["a", "b", "c"], 200, seed=5)
+    for prompt, completion, text in zip("abc", completions, texts):
+        assert completion.endswith("\n") and completion.count("\n") == 1
+        assert text == prompt + completion
+
+
+def test_one_step_carries_state_like_generate():
+    """A greedy loop over the one-step signature reproduces greedy `generate`."""
+    g = export.Generator(build_tiny_model(seed=2), TINY_VOCAB, "stream")
+    expected, _ = generate(g, ["bad", "é"], 25, temperature=0.0)
+    chars, states = tf.constant(["bad", "é"]), tf.zeros([2, g.state_size])
+    produced = ["", ""]
+    for _ in range(25):
+        out = g.one_step(chars, states, tf.zeros([2]), tf.constant(0))
+        chars, states = out["next_chars"], out["states"]
+        produced = [p + c.decode() for p, c in zip(produced, chars.numpy())]
+    assert produced == expected
+
+
+def test_num_chars_zero_returns_the_prompt():
+    g = export.Generator(build_tiny_model(), TINY_VOCAB, "stream")
+    assert generate(g, ["abc"], 0) == ([""], ["abc"])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda g: g.generate(tf.constant(["a"]), tf.constant(5), tf.constant([-1.0]),
+                          tf.constant(0), tf.constant(1.0), tf.constant(0)), "temperature"),
+    (lambda g: g.generate(tf.constant(["a", "b"]), tf.constant(5), tf.constant([1.0]),
+                          tf.constant(0), tf.constant(1.0), tf.constant(0)), "batch size"),
+    (lambda g: g.generate(tf.constant(["a"]), tf.constant(5), tf.constant([1.0]),
+                          tf.constant(0), tf.constant(1.5), tf.constant(0)), "top_p"),
+    (lambda g: g.generate(tf.constant([""]), tf.constant(5), tf.constant([1.0]),
+                          tf.constant(0), tf.constant(1.0), tf.constant(0)), "at least one"),
+    (lambda g: g.one_step(tf.constant(["a"]), tf.zeros([1, g.state_size]),
+                          tf.constant([float("nan")]), tf.constant(0)), "temperature"),
+])
+def test_bad_inputs_raise_invalid_argument_naming_the_input(call, message):
+    g = export.Generator(build_tiny_model(), TINY_VOCAB, "stream")
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        call(g)
+
+
+def test_signature_defaults_are_written(tiny_model_dir):
+    sm = saved_model_pb2.SavedModel()
+    with open(os.path.join(tiny_model_dir, "saved_model.pb"), "rb") as f:
+        sm.ParseFromString(f.read())
+    sigs = sm.meta_graphs[0].signature_def
+    assert set(sigs["generate"].defaults) == {"top_k", "top_p", "seed"}
+    assert set(sigs[features.ONE_STEP_SIGNATURE].defaults) == {"seed"}
+    assert set(sigs[features.ONE_STEP_SIGNATURE].inputs) == {"chars", "states", "temperature",
+                                                               "seed"}
+    assert set(sigs[features.ONE_STEP_SIGNATURE].outputs) == {"next_chars", "states"}
+    assert set(sigs["generate"].outputs) == {"text", "completion"}
+    assert set(sigs[features.SCORE_SIGNATURE].outputs) == {"nll", "num_chars"}
+
+
+FRESH_PROCESS = r"""
+import json, sys
+import tensorflow as tf
+m = tf.saved_model.load(sys.argv[1])
+out = {}
+for batch in (1, 5):
+    prompts = tf.constant(["ROMEO:", "a", "hé hé", "b\n", "cdefg"][:batch])
+    g = m.signatures["generate"](prompts=prompts, num_chars=tf.constant(12),
+        temperature=tf.fill([batch], 0.7), top_k=tf.constant(0), top_p=tf.constant(1.0),
+        seed=tf.constant(9))
+    s = m.signatures["serving_default"](chars=prompts, states=tf.zeros([batch, STATE]),
+        temperature=tf.fill([batch], 1.0), seed=tf.constant(0))
+    out[batch] = {"text": [t.decode() for t in g["text"].numpy()],
+                  "next": [c.decode() for c in s["next_chars"].numpy()],
+                  "states": list(s["states"].shape)}
+out["modules"] = [m for m in ("tfx", "tensorflow_transform") if m in sys.modules]
+print(json.dumps(out))
+"""
+
+
+def test_reloads_in_a_fresh_process_at_new_batch_sizes(tiny_model_dir):
+    state = 16
+    script = FRESH_PROCESS.replace("STATE", str(state))
+    result = subprocess.run([sys.executable, "-c", script, tiny_model_dir], capture_output=True,
+                            text=True, cwd="/", env={**os.environ, "PYTHONPATH": ""}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["modules"] == []
+    for batch in ("1", "5"):
+        assert len(out[batch]["text"]) == int(batch)
+        assert all(len(t) > 0 for t in out[batch]["next"])
+        assert out[batch]["states"] == [int(batch), state]
+    assert out["5"]["text"][0].startswith("ROMEO:") and out["5"]["text"][2].startswith("hé hé")
+    assert all(len(t) == len(p) + 12 for t, p in
+               zip(out["5"]["text"], ["ROMEO:", "a", "hé hé", "b\n", "cdefg"]))
