@@ -1,5 +1,254 @@
-"""`textgen serve` and `textgen generate` (filled in by the serving work)."""
+"""`textgen serve` and `textgen generate`.
+
+Nothing here imports TensorFlow or gRPC at module level (`textgen --help` stays instant);
+`serve` loads TensorFlow when it starts, `generate --server/--rest` never does.
+"""
+import logging
+import math
+import os
+import re
+import signal
+import sys
+import threading
+from urllib.parse import urlsplit
+
+EXIT_OK, EXIT_FAILED = 0, 1
+DEFAULT_GRPC_PORT, DEFAULT_REST_PORT = 8500, 8501
+
+# Addressable in a REST path and never a filesystem path (no "/", no "..").
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):([0-9]{1,5})")
+_INT32_MIN, _INT32_MAX = -2**31, 2**31 - 1
+# Server-side request errors that mean "fix the command", as opposed to "fix the server".
+_BAD_REQUEST_CODES = {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND", "OUT_OF_RANGE"}
 
 
 def add_parsers(subparsers) -> None:
-    del subparsers
+    _add_serve_parser(subparsers)
+    _add_generate_parser(subparsers)
+
+
+def _add_serve_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve", help="serve pushed models over TF Serving's gRPC and REST APIs",
+        description="A TF-Serving-compatible server for the versions in the Pusher's directory "
+                    "(<model-dir>/<version>/): gRPC PredictionService and ModelService, the REST "
+                    "API, and Prometheus metrics at /monitoring/prometheus/metrics on the REST "
+                    "port. New versions are picked up while serving. For production on a GPU "
+                    "use tensorflow_model_server (see deploy/README.md).")
+    p.add_argument("--model-dir", required=True,
+                   help="the serving directory with <version>/ SavedModels (--serving-dir of "
+                        "`textgen run`)")
+    p.add_argument("--model-name", default="textgen",
+                   help="the name requests use, as TF Serving's --model_name (default textgen)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 for all interfaces)")
+    p.add_argument("--port", type=int, default=DEFAULT_GRPC_PORT,
+                   help=f"gRPC port (default {DEFAULT_GRPC_PORT}; 0 picks a free one)")
+    p.add_argument("--rest-port", type=int, default=DEFAULT_REST_PORT,
+                   help=f"REST port (default {DEFAULT_REST_PORT}; 0 picks a free one)")
+    p.add_argument("--no-rest", action="store_true", help="serve gRPC only")
+    p.add_argument("--poll-seconds", type=float, default=1.0,
+                   help="how often to look for new versions (default 1; 0 only at start)")
+    p.add_argument("--version", type=int, default=None,
+                   help="serve only this version (default: always the latest)")
+    p.add_argument("--max-num-chars", type=int, default=10_000,
+                   help="largest num_chars one request may ask for (default 10000)")
+    p.add_argument("--max-message-mb", type=float, default=64,
+                   help="largest gRPC message / REST body in MiB (default 64)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="request threads per protocol (default 4 per CPU)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log one line per request (debug level)")
+    p.set_defaults(func=cmd_serve)
+
+
+def _add_generate_parser(sub) -> None:
+    p = sub.add_parser(
+        "generate", help="generate text from a served model (or a model directory)",
+        description="Generates text through TF Serving's Predict API: the `generate` signature, "
+                    "or with --stream the one-step signature, character by character. Works "
+                    "against `textgen serve` and tensorflow_model_server alike.")
+    p.add_argument("--prompt", default="ROMEO:", help="text to continue (default ROMEO:)")
+    p.add_argument("--num-chars", type=int, default=1000,
+                   help="characters to generate (default 1000)")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="sampling temperature; 0 = always the most likely character "
+                        "(default 0.8)")
+    p.add_argument("--top-k", type=int, default=0,
+                   help="sample among the k most likely characters only (default 0 = off)")
+    p.add_argument("--top-p", type=float, default=1.0,
+                   help="sample among the most likely characters holding this probability "
+                        "mass (default 1.0 = off)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="nonzero: reproducible samples; 0: random (default)")
+    p.add_argument("--num-samples", type=int, default=1, help="samples to draw (default 1)")
+    p.add_argument("--stream", action="store_true",
+                   help="print characters as they are generated (one-step signature, one "
+                        "sample, temperature only)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--server", metavar="HOST:PORT",
+                       help="gRPC address of textgen serve / TF Serving (default localhost:8500)")
+    where.add_argument("--rest", metavar="URL",
+                       help="REST base URL instead of gRPC, e.g. http://localhost:8501")
+    where.add_argument("--model-dir", metavar="DIR",
+                       help="run in this process from a SavedModel or serving directory "
+                            "(loads TensorFlow; no server needed)")
+    p.add_argument("--model-name", default="textgen", help="served model name (default textgen)")
+    p.add_argument("--version", type=int, default=None,
+                   help="ask for this model version (default: the latest served)")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds to wait for one call (default 600)")
+    p.set_defaults(func=cmd_generate)
+
+
+def _cli_error(message: str):
+    from pipeline.cli import CliError  # the entry point prints it and exits 2
+    return CliError(message)
+
+
+def _check_model_name(name: str) -> None:
+    if not _MODEL_NAME.fullmatch(name):
+        raise _cli_error(f"--model-name {name!r}: use letters, digits, '_', '.', '-' (it appears "
+                         "in REST paths)")
+
+
+def _check_version(version) -> None:
+    if version is not None and version < 0:
+        raise _cli_error(f"--version {version}: versions are numbers >= 0")
+
+
+# --- textgen serve ----------------------------------------------------------------------
+
+def _check_serve_args(args) -> None:
+    _check_model_name(args.model_name)
+    _check_version(args.version)
+    model_dir = args.model_dir
+    if not os.path.isdir(model_dir):
+        raise _cli_error(f"--model-dir {model_dir}: not a directory; pass the serving directory "
+                         "that `textgen run --serving-dir` pushes to")
+    if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
+        raise _cli_error(f"--model-dir {model_dir} is a SavedModel itself; serving wants its "
+                         f"parent in TF Serving's layout <dir>/<version>/ (e.g. move it to "
+                         f"{os.path.join(model_dir, '1')}/ or pass the parent)")
+    for flag, port in (("--port", args.port), ("--rest-port", args.rest_port)):
+        if not 0 <= port <= 65535:
+            raise _cli_error(f"{flag} {port}: ports are 0..65535 (0 picks a free one)")
+    if not args.no_rest and args.rest_port == args.port != 0:
+        raise _cli_error(f"--port and --rest-port are both {args.port}: gRPC and REST need "
+                         "different ports")
+    if not (math.isfinite(args.poll_seconds) and args.poll_seconds >= 0):
+        raise _cli_error(f"--poll-seconds {args.poll_seconds}: give a number >= 0")
+    if args.max_num_chars < 1:
+        raise _cli_error(f"--max-num-chars {args.max_num_chars}: give a positive number")
+    if not (math.isfinite(args.max_message_mb) and args.max_message_mb > 0):
+        raise _cli_error(f"--max-message-mb {args.max_message_mb}: give a positive number")
+    if args.threads is not None and args.threads < 1:
+        raise _cli_error(f"--threads {args.threads}: give a positive number")
+
+
+def _setup_serve_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    logging.getLogger("textgen.serving").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("tensorflow", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_serve(args) -> int:
+    _check_serve_args(args)
+    _setup_serve_logging(args.verbose)
+    from serving import server as server_lib, signatures  # TensorFlow loads here
+    server = server_lib.Server(
+        os.path.abspath(args.model_dir), model_name=args.model_name, host=args.host,
+        port=args.port, rest_port=None if args.no_rest else args.rest_port,
+        poll_seconds=args.poll_seconds, version=args.version,
+        limits=signatures.Limits(max_num_chars=args.max_num_chars),
+        max_message_bytes=int(args.max_message_mb * (1 << 20)), num_threads=args.threads)
+    try:
+        server.start()
+    except OSError as err:
+        raise _cli_error(f"{err.strerror or err}; choose other ports with --port/--rest-port "
+                         "(0 picks free ones)") from None
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    served = server.manager.served_versions()
+    version = f"version {served[-1]}" if served else "no usable version yet"
+    rest = f" and REST {server.rest_url}" if server.rest_url else ""
+    polling = f"polling every {args.poll_seconds:g} s" if args.poll_seconds else "not polling"
+    print(f"textgen serve: model {args.model_name!r} ({version}) from {server.model_dir} on "
+          f"gRPC {server.grpc_target}{rest}; {polling}. Ctrl-C stops.",
+          file=sys.stderr, flush=True)
+    while not stop.wait(0.5):
+        pass
+    print("textgen serve: stopping (in-flight requests finish first)", file=sys.stderr, flush=True)
+    server.stop()
+    return EXIT_OK
+
+
+# --- textgen generate -------------------------------------------------------------------
+
+def _check_generate_args(args) -> None:
+    _check_model_name(args.model_name)
+    _check_version(args.version)
+    if not args.prompt:
+        raise _cli_error("--prompt is empty: give at least one character to continue")
+    if args.num_chars < 0:
+        raise _cli_error(f"--num-chars {args.num_chars}: give a number >= 0")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise _cli_error(f"--temperature {args.temperature}: give a finite number >= 0 "
+                         "(0 = greedy)")
+    if args.top_k < 0:
+        raise _cli_error(f"--top-k {args.top_k}: give a number >= 0 (0 = off)")
+    if not 0 < args.top_p <= 1:
+        raise _cli_error(f"--top-p {args.top_p}: give a number in (0, 1] (1 = off)")
+    if not _INT32_MIN <= args.seed <= _INT32_MAX:
+        raise _cli_error(f"--seed {args.seed}: give a 32-bit integer")
+    if args.num_samples < 1:
+        raise _cli_error(f"--num-samples {args.num_samples}: give a number >= 1")
+    if args.stream and (args.top_k or args.top_p != 1.0):
+        raise _cli_error("--top-k/--top-p need the generate signature; --stream drives the "
+                         "one-step signature, which samples with --temperature only")
+    if args.stream and args.num_samples != 1:
+        raise _cli_error("--stream prints one sample as it is generated: drop --num-samples")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise _cli_error(f"--timeout {args.timeout}: give a positive number of seconds")
+    if args.server and not _HOST_PORT.fullmatch(args.server):
+        raise _cli_error(f"--server {args.server}: expected HOST:PORT, e.g. localhost:8500")
+    if args.rest and urlsplit(args.rest).scheme not in ("http", "https"):
+        raise _cli_error(f"--rest {args.rest}: expected a URL such as http://localhost:8501")
+    if args.model_dir and not os.path.isdir(args.model_dir):
+        raise _cli_error(f"--model-dir {args.model_dir}: not a directory")
+
+
+def cmd_generate(args) -> int:
+    _check_generate_args(args)
+    from serving import client as client_lib
+    from serving.errors import ServingError
+    server = args.server or (None if args.rest or args.model_dir else "localhost:8500")
+    try:
+        with client_lib.connect(server, args.rest, args.model_dir, args.model_name,
+                                args.version, args.timeout) as client:
+            if args.stream:
+                print(args.prompt, end="", flush=True)
+                for char in client.stream(args.prompt, args.num_chars, args.temperature,
+                                          args.seed):
+                    print(char, end="", flush=True)
+                print()
+                return EXIT_OK
+            texts = client.generate([args.prompt] * args.num_samples, args.num_chars,
+                                    args.temperature, args.top_k, args.top_p, args.seed)
+    except ServingError as err:
+        if args.stream:
+            print()
+        if err.code in _BAD_REQUEST_CODES:
+            raise _cli_error(f"{err.code}: {err.message}") from None
+        print(f"textgen: error: {err.code}: {err.message}", file=sys.stderr)
+        return EXIT_FAILED
+    for index, text in enumerate(texts):
+        if len(texts) > 1:
+            print(("\n" if index else "") + f"--- sample {index + 1} of {len(texts)} ---")
+        print(text)
+    return EXIT_OK

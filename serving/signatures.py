@@ -1,0 +1,212 @@
+"""SignatureDefs as TF Serving reads them, and checking a request's inputs against one.
+
+TensorFlow-free: the server, the in-process client and the remote clients share it.
+Messages follow TF Serving's wording where it has one and always name the input.
+"""
+import math
+import os
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from serving import protos
+from serving.errors import ServingError, invalid_argument
+
+SERVE_TAG = "serve"
+DEFAULT_SIGNATURE = "serving_default"  # TF Serving's default key, and our one-step signature
+STATES_INPUT = "states"
+
+# The signature TF 2 writes for table initialisation: listed in metadata, never callable.
+INIT_OP_SIGNATURE = "__saved_model_init_op"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Server-side bounds on what one request may ask for."""
+    max_num_chars: int = 10_000
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def read_signature_defs(model_path: str) -> Dict[str, "protos.meta_graph_pb2.SignatureDef"]:
+    """The SignatureDefs of the MetaGraph tagged `serve` (the one TF Serving loads)."""
+    path = os.path.join(model_path, "saved_model.pb")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise ServingError("NOT_FOUND", f"{path}: cannot read it ({err.strerror}); a model "
+                           "version directory must hold a SavedModel") from None
+    saved_model = protos.saved_model_pb2.SavedModel()
+    try:
+        saved_model.ParseFromString(data)
+    except DecodeError as err:
+        raise ServingError("DATA_LOSS", f"{path}: not a SavedModel ({err}); re-export or "
+                           "re-push this version") from None
+    tags_seen = []
+    for meta_graph in saved_model.meta_graphs:
+        tags = list(meta_graph.meta_info_def.tags)
+        if SERVE_TAG in tags:
+            return dict(meta_graph.signature_def)
+        tags_seen.append(tags)
+    raise ServingError("NOT_FOUND", f"{path}: no MetaGraph tagged '{SERVE_TAG}' "
+                       f"(tag sets found: {tags_seen})")
+
+
+def find(signature_defs: Mapping, name: str) -> Tuple[str, "protos.meta_graph_pb2.SignatureDef"]:
+    """(resolved name, SignatureDef); an empty name means serving_default, as in TF Serving."""
+    name = name or DEFAULT_SIGNATURE
+    if name not in signature_defs or name == INIT_OP_SIGNATURE:
+        raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found.')
+    return name, signature_defs[name]
+
+
+def state_size(signature_defs: Mapping) -> int:
+    """Width of the one-step signature's `states` input, as its SignatureDef declares it."""
+    signature = signature_defs.get(DEFAULT_SIGNATURE)
+    info = signature.inputs.get(STATES_INPUT) if signature is not None else None
+    dims = [d.size for d in info.tensor_shape.dim] if info is not None else []
+    if len(dims) != 2 or dims[1] <= 0:
+        raise ServingError("FAILED_PRECONDITION", f"the model has no '{DEFAULT_SIGNATURE}' "
+                           f"signature with a float32 [batch, state_size] '{STATES_INPUT}' input; "
+                           "is it a textgen model?")
+    return dims[1]
+
+
+def output_names(signature_def, output_filter: Iterable[str]) -> List[str]:
+    """The outputs a request asks for (all when the filter is empty), in TF Serving's way."""
+    wanted, seen = [], set()
+    for alias in output_filter:
+        if alias not in signature_def.outputs:
+            raise invalid_argument(
+                f"output tensor alias not found in signature: {alias} Outputs expected to be "
+                f"in the set {{{','.join(sorted(signature_def.outputs))}}}.")
+        if alias in seen:
+            raise invalid_argument(f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
+        wanted.append(alias)
+    return wanted or sorted(signature_def.outputs)
+
+
+def prepare_inputs(signature_name: str, signature_def, inputs: Mapping[str, np.ndarray],
+                   limits: Limits = DEFAULT_LIMITS) -> Dict[str, np.ndarray]:
+    """Checks a request against the SignatureDef and fills omitted inputs from its defaults.
+
+    Raises ServingError(INVALID_ARGUMENT) naming the input for: unknown or missing inputs,
+    a wrong dtype or shape, batch sizes that disagree, and values the textgen signatures
+    would reject (checked here so that the message names the field, not a graph node).
+    """
+    declared = signature_def.inputs
+    for alias in inputs:
+        if alias not in declared:
+            raise invalid_argument(
+                f"input tensor alias not found in signature: {alias}. Inputs expected to be in "
+                f"the set {{{','.join(sorted(declared))}}}.")
+    missing = sorted(a for a in declared if a not in inputs and a not in signature_def.defaults)
+    if missing:
+        required = sorted(a for a in declared if a not in signature_def.defaults)
+        raise invalid_argument(
+            f"missing input {', '.join(missing)}: signature '{signature_name}' needs "
+            f"{{{','.join(required)}}}; only {{{','.join(sorted(signature_def.defaults))}}} "
+            "may be left out (they have defaults)")
+    feeds = {}
+    for alias in sorted(declared):
+        value = inputs[alias] if alias in inputs else \
+            protos.make_ndarray(signature_def.defaults[alias])
+        feeds[alias] = _check_tensor(alias, np.asarray(value), declared[alias])
+    _check_batch(feeds, declared)
+    for alias, array in feeds.items():
+        kinds, check = _VALUE_CHECKS.get(alias, ("", None))
+        if array.dtype.kind in kinds:
+            check(alias, array, limits)
+    return feeds
+
+
+def _check_tensor(alias: str, array: np.ndarray, info) -> np.ndarray:
+    expected = info.dtype
+    try:
+        got = protos.dtype_of(array)
+    except ValueError:
+        got = None
+    if got != expected:
+        got_name = protos.dtype_name(got) if got is not None else str(array.dtype)
+        raise invalid_argument(f"input '{alias}' has type {got_name} but the signature expects "
+                               f"{protos.dtype_name(expected)}")
+    if not info.tensor_shape.unknown_rank:
+        dims = [d.size for d in info.tensor_shape.dim]
+        fits = len(dims) == array.ndim and all(
+            d < 0 or d == size for d, size in zip(dims, array.shape, strict=True))
+        if not fits:
+            raise invalid_argument(
+                f"input '{alias}' has shape {_shape_text(array.shape)} but the signature "
+                f"expects {_shape_text(dims)} (-1: any size)")
+    return array
+
+
+def _check_batch(feeds: Dict[str, np.ndarray], declared) -> None:
+    """Inputs declared with a leading -1 dimension are rows of one batch: sizes must agree."""
+    first: Optional[Tuple[str, int]] = None
+    for alias, array in feeds.items():
+        dims = declared[alias].tensor_shape.dim
+        if declared[alias].tensor_shape.unknown_rank or not dims or dims[0].size != -1:
+            continue
+        if first is None:
+            first = (alias, array.shape[0])
+        elif array.shape[0] != first[1]:
+            raise invalid_argument(
+                f"input '{alias}' has batch size {array.shape[0]} but '{first[0]}' has "
+                f"{first[1]}: all batched inputs of one request need the same first dimension")
+
+
+def _shape_text(shape) -> str:
+    return "[" + ",".join(str(int(s)) for s in shape) + "]"
+
+
+# --- values the textgen signatures would reject (by input name) -----------------------------
+
+def _check_num_chars(alias, array, limits):
+    for value in array.ravel():
+        if not 0 <= value <= limits.max_num_chars:
+            raise invalid_argument(
+                f"{alias} is {value}: it must be between 0 and {limits.max_num_chars} (this "
+                "server's limit; `textgen serve --max-num-chars` sets it)")
+
+
+def _check_temperature(alias, array, limits):
+    for row, value in enumerate(array.ravel()):
+        if not (math.isfinite(value) and value >= 0):
+            raise invalid_argument(f"{alias} is {value} in row {row}: it must be a finite "
+                                   "number >= 0 (0 = greedy)")
+
+
+def _check_top_k(alias, array, limits):
+    for value in array.ravel():
+        if value < 0:
+            raise invalid_argument(f"{alias} is {value}: it must be >= 0 (0 = off)")
+
+
+def _check_top_p(alias, array, limits):
+    for value in array.ravel():
+        if not 0 < value <= 1:
+            raise invalid_argument(f"{alias} is {value}: it must be in (0, 1] (1 = off)")
+
+
+def _check_text(alias, array, limits):
+    for row, value in enumerate(array.ravel()):
+        if len(value) == 0:
+            raise invalid_argument(f"{alias} row {row} is empty: every row needs at least "
+                                   "one character")
+
+
+# input name → (numpy dtype kinds the check applies to, check)
+_VALUE_CHECKS = {
+    "num_chars": ("iu", _check_num_chars),
+    "temperature": ("f", _check_temperature),
+    "top_k": ("iu", _check_top_k),
+    "top_p": ("f", _check_top_p),
+    "chars": ("O", _check_text),
+    "prompts": ("O", _check_text),
+}
