@@ -4,6 +4,8 @@ The rules are TF Serving's (FileSystemStoragePathSource, AvailabilityPreservingP
 - children of the base path named by an integer are versions; other names, such as the
   Pusher's `.tmp-*` staging folders, are ignored;
 - the "latest" policy serves the highest version, a specific policy one named version;
+  when nothing serves yet (at start) and the highest version fails, the next lower one
+  that loads is served instead (TF Serving would serve nothing until the highest loads);
 - a new version is loaded completely before requests move to it, and the version it
   replaces is unloaded once the requests holding it are done;
 - a version that fails to load is reported (state END with the error) while the version
@@ -124,32 +126,44 @@ class ModelManager:
                 self._note(f"cannot list {self.base_path} ({err.strerror}); the served "
                            "versions stay as they are", logging.ERROR)
             else:
-                aspired = self._aspired(on_disk)
-                for version in sorted(aspired, reverse=True):
-                    self._load_if_new(version, on_disk[version])
-                with self._lock:
-                    # Availability first: drop old versions only once an aspired one serves.
-                    if not aspired or any(v in self._loaded for v in aspired):
-                        for version in [v for v in self._loaded if v not in aspired]:
-                            self._retire(version)
+                self._follow_policy(on_disk)
             self.polls += 1
 
-    def _aspired(self, on_disk: Dict[int, str]) -> set:
+    def _follow_policy(self, on_disk: Dict[int, str]) -> None:
+        candidates = self._candidates(on_disk)
+        target = None
+        for version in candidates:
+            if self._load_if_new(version, on_disk[version]):
+                target = version
+                break
+            with self._lock:
+                if self._loaded:
+                    break  # a newer version that fails never replaces one that works
+        with self._lock:
+            if target is not None:
+                for version in [v for v in self._loaded if v != target]:
+                    self._retire(version)
+            elif not candidates:  # no version on disk for the policy: unload, as TF Serving
+                for version in list(self._loaded):
+                    self._retire(version)
+
+    def _candidates(self, on_disk: Dict[int, str]) -> List[int]:
+        """Versions the policy would serve, best first."""
         if self.version_policy is None:
             if not on_disk:
                 self._note(f"No versions of servable {self.name} found under base path "
                            f"{self.base_path}. Did you forget to name your leaf directory as a "
                            "number (eg. '/1/')?", logging.WARNING)
-                return set()
+                return []
             self._note("")
-            return {max(on_disk)}
+            return sorted(on_disk, reverse=True)
         if self.version_policy not in on_disk:
             self._note(f"version {self.version_policy} of servable {self.name} is not under "
                        f"base path {self.base_path} (found: {sorted(on_disk) or 'none'})",
                        logging.WARNING)
-            return set()
+            return []
         self._note("")
-        return {self.version_policy}
+        return [self.version_policy]
 
     def _note(self, message: str, level: int = logging.INFO) -> None:
         """Logs a condition of the base path once, not at every poll."""
@@ -157,13 +171,14 @@ class ModelManager:
             logger.log(level, "%s", message)
         self._last_note = message
 
-    def _load_if_new(self, version: int, path: str) -> None:
+    def _load_if_new(self, version: int, path: str) -> bool:
+        """True once `version` is loaded (now or before); False if it fails to load."""
         with self._lock:
             if version in self._loaded:
-                return
+                return True
         fingerprint = _fingerprint(path)
         if self._failed.get(version) == fingerprint:
-            return
+            return False
         self._set_status(VersionStatus(version, LOADING))
         logger.info("Loading servable version {name: %s version: %d} from %s",
                     self.name, version, path)
@@ -179,7 +194,7 @@ class ModelManager:
             logger.error("Loading servable version {name: %s version: %d} failed: %s: %s; "
                          "still serving %s", self.name, version, code_of(err), message,
                          f"version(s) {serving}" if serving else "nothing")
-            return
+            return False
         self._failed.pop(version, None)
         self._on_load_attempt(path, True)
         with self._lock:
@@ -187,6 +202,7 @@ class ModelManager:
             self._status[version] = VersionStatus(version, AVAILABLE)
         logger.info("Successfully loaded servable version {name: %s version: %d}",
                     self.name, version)
+        return True
 
     def _set_status(self, status: VersionStatus) -> None:
         with self._lock:

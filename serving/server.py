@@ -321,6 +321,15 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
             raise _HttpError(411, "a POST needs a Content-Length header")
         limit = self.server.max_body_bytes
         if int(length) > limit:
+            if int(length) <= 4 * limit:
+                # Read it off the socket: closing on unread data makes the client see a
+                # connection reset instead of this answer.
+                remaining = int(length)
+                while remaining > 0:
+                    chunk = self.rfile.read(min(1 << 16, remaining))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
             raise _HttpError(413, f"the request body has {int(length)} bytes, more than this "
                                   f"server's limit of {limit} (textgen serve --max-message-mb)")
         return self.rfile.read(int(length))
