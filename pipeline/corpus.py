@@ -109,6 +109,10 @@ def check(data: str, mode: str, seq_length: int, eval_fraction: float,
         raise CorpusError(f"--data {data}: the corpus is empty ({len(files)} file(s), 0 characters)")
     if mode == "lines" and train + held_out == 0:
         raise CorpusError(f"--data {data}: no non-empty lines")
+    if mode == "stream" and chars < seq_length + 1:
+        raise CorpusError(
+            f"--data {data}: corpus shorter than one training sequence: {chars} characters, "
+            f"a sequence is seq_length+1 = {seq_length + 1}; add text or lower --seq-length")
     if train == 0 or held_out == 0:
         need = (f"a training sequence is seq_length+1 = {seq_length + 1} characters"
                 if mode == "stream" else "each split needs at least one line")

@@ -25,6 +25,8 @@ def _metrics(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
     values: Dict[str, Dict[str, float]] = {}
     for result in tfma.load_metrics(evaluation_uri):
         for kv in result.metric_keys_and_values:
+            if kv.key.is_diff:  # candidate − baseline; the two values are kept instead
+                continue
             which = values.setdefault(kv.key.model_name, {})
             if kv.value.HasField("double_value"):
                 which[kv.key.name] = kv.value.double_value.value
@@ -40,7 +42,7 @@ def _validation(evaluation_uri: str) -> List[str]:
         for failure in per_slice.failures:
             value = failure.metric_value.double_value.value
             threshold = failure.metric_threshold
-            if failure.metric_key.HasField("is_diff") and failure.metric_key.is_diff:
+            if failure.metric_key.is_diff:
                 reasons.append(
                     f"{failure.metric_key.name} regressed by {value:+.4f} against the baseline, "
                     f"beyond the tolerance ({_threshold_text(threshold.change_threshold)})")
@@ -56,7 +58,7 @@ def _validation(evaluation_uri: str) -> List[str]:
 def _threshold_text(threshold) -> str:
     parts = []
     for field in ("upper_bound", "lower_bound", "absolute", "relative"):
-        if threshold.HasField(field):
+        if field in threshold.DESCRIPTOR.fields_by_name and threshold.HasField(field):
             parts.append(f"{field.replace('_', ' ')} {getattr(threshold, field).value:g}")
     return ", ".join(parts)
 
@@ -90,9 +92,10 @@ def collect(pipeline_root: str) -> Dict[str, Any]:
     model = output("Trainer", "model")
     if model is not None:
         out["model_uri"] = model.uri
-        epochs_file = os.path.join(os.path.dirname(model.uri), "model_run",
-                                   str(model.id), "epochs.json")
         out["model_id"] = model.id
+    model_run = output("Trainer", "model_run")
+    if model_run is not None:
+        epochs_file = os.path.join(model_run.uri, "epochs.json")
         if os.path.exists(epochs_file):
             with open(epochs_file, encoding="utf-8") as f:
                 out["epochs"] = json.load(f)
@@ -103,6 +106,10 @@ def collect(pipeline_root: str) -> Dict[str, Any]:
         values = _metrics(evaluation.uri)
         out["eval"] = values.get("", values.get("candidate", {}))
         out["baseline_eval"] = values.get("baseline")
+        if out["baseline_eval"] and not baseline:
+            # ML Metadata records one input event per artifact: the latest blessed model
+            # is the candidate itself (a re-run on a cached model).
+            out["baseline_model_uri"] = out.get("model_uri")
         out["not_blessed_because"] = _validation(evaluation.uri)
     blessing = output("Evaluator", "blessing")
     out["blessed"] = bool(blessing is not None and metadata.custom(blessing, "blessed"))

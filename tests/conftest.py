@@ -48,6 +48,40 @@ def tiny_serving_dir(tmp_path_factory, tiny_model_dir):
     return str(base)
 
 
+_FRESH_PROCESS = r"""
+import json, sys
+import tensorflow as tf
+m = tf.saved_model.load(sys.argv[1])
+out = {}
+for batch in (1, 5):
+    prompts = tf.constant(["ROMEO:", "a", "hé hé", "b\n", "cdefg"][:batch])
+    g = m.signatures["generate"](prompts=prompts, num_chars=tf.constant(12),
+        temperature=tf.fill([batch], 0.7), top_k=tf.constant(0), top_p=tf.constant(1.0),
+        seed=tf.constant(9))
+    s = m.signatures["serving_default"](chars=prompts, states=tf.zeros([batch, STATE]),
+        temperature=tf.fill([batch], 1.0), seed=tf.constant(0))
+    out[batch] = {"text": [t.decode() for t in g["text"].numpy()],
+                  "next": [c.decode() for c in s["next_chars"].numpy()],
+                  "states": list(s["states"].shape)}
+out["modules"] = [m for m in ("tfx", "tensorflow_transform") if m in sys.modules]
+print(json.dumps(out))
+"""
+
+
+def call_signatures_in_fresh_process(model_dir, state_size):
+    """Loads a SavedModel in a new Python (TensorFlow only) and calls both generation
+    signatures at batch 1 and 5; asserts neither TFX nor tf.Transform got imported."""
+    import json
+    import subprocess
+    script = _FRESH_PROCESS.replace("STATE", str(state_size))
+    result = subprocess.run([sys.executable, "-c", script, model_dir], capture_output=True,
+                            text=True, cwd="/", env={**os.environ, "PYTHONPATH": ""}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out.pop("modules") == []
+    return out
+
+
 def shared_data(name):
     path = os.path.join(SHARED_DATA, name)
     if not os.path.exists(path):

@@ -1,9 +1,6 @@
 """The servable signatures: shapes, sampling rules, reproducibility, reload in a fresh process."""
 import collections
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +8,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from models import export, features
-from conftest import REPO, TINY_VOCAB, build_tiny_model
+from conftest import TINY_VOCAB, build_tiny_model, call_signatures_in_fresh_process
 
 V = len(TINY_VOCAB) + features.NUM_RESERVED_IDS
 
@@ -149,34 +146,9 @@ def test_signature_defaults_are_written(tiny_model_dir):
     assert set(sigs[features.SCORE_SIGNATURE].outputs) == {"nll", "num_chars"}
 
 
-FRESH_PROCESS = r"""
-import json, sys
-import tensorflow as tf
-m = tf.saved_model.load(sys.argv[1])
-out = {}
-for batch in (1, 5):
-    prompts = tf.constant(["ROMEO:", "a", "hé hé", "b\n", "cdefg"][:batch])
-    g = m.signatures["generate"](prompts=prompts, num_chars=tf.constant(12),
-        temperature=tf.fill([batch], 0.7), top_k=tf.constant(0), top_p=tf.constant(1.0),
-        seed=tf.constant(9))
-    s = m.signatures["serving_default"](chars=prompts, states=tf.zeros([batch, STATE]),
-        temperature=tf.fill([batch], 1.0), seed=tf.constant(0))
-    out[batch] = {"text": [t.decode() for t in g["text"].numpy()],
-                  "next": [c.decode() for c in s["next_chars"].numpy()],
-                  "states": list(s["states"].shape)}
-out["modules"] = [m for m in ("tfx", "tensorflow_transform") if m in sys.modules]
-print(json.dumps(out))
-"""
-
-
 def test_reloads_in_a_fresh_process_at_new_batch_sizes(tiny_model_dir):
     state = 16
-    script = FRESH_PROCESS.replace("STATE", str(state))
-    result = subprocess.run([sys.executable, "-c", script, tiny_model_dir], capture_output=True,
-                            text=True, cwd="/", env={**os.environ, "PYTHONPATH": ""}, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["modules"] == []
+    out = call_signatures_in_fresh_process(tiny_model_dir, state)
     for batch in ("1", "5"):
         assert len(out[batch]["text"]) == int(batch)
         assert all(len(t) > 0 for t in out[batch]["next"])
