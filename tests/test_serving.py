@@ -170,7 +170,8 @@ def test_concurrent_requests_all_get_their_own_answers(predict, reference):
 
 def test_metadata_lists_the_signatures_with_shapes_and_defaults(channel):
     stub = protos.prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    request = protos.get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request = protos.get_model_metadata_pb2.GetModelMetadataRequest(
+        metadata_field=["signature_def"])
     request.model_spec.name = "textgen"
     response = stub.GetModelMetadata(request)
     signature_defs = protos.get_model_metadata_pb2.SignatureDefMap()
@@ -309,8 +310,8 @@ def http(server, method, path, body=None, raw=None):
 def test_rest_model_status_and_metadata(server):
     status, doc = http(server, "GET", "/v1/models/textgen")
     assert status == 200
-    assert doc == {"model_version_status": [
-        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+    assert doc == {"model_version_status": [{
+        "version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
     status, doc = http(server, "GET", "/v1/models/textgen/versions/1/metadata")
     assert status == 200
     assert doc["model_spec"]["name"] == "textgen" and doc["model_spec"]["version"] == "1"

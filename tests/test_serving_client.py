@@ -74,6 +74,26 @@ def test_every_backend_streams_what_the_one_step_signature_gives(clients, tiny_m
     assert streams["grpc"] == expected
 
 
+def test_stream_carries_each_answer_into_the_next_call(server):
+    calls = []
+
+    class Recording(GrpcClient):
+        def predict(self, inputs, signature_name="serving_default"):
+            result = super().predict(inputs, signature_name)
+            calls.append((inputs, result.outputs))
+            return result
+
+    with Recording(server.grpc_target) as client:
+        streamed = list(client.stream("ROMEO:", 5, temperature=1.0, seed=0))
+    assert calls[0][0]["chars"][0] == b"ROMEO:"
+    assert not calls[0][0]["states"].any()
+    for step in range(1, len(calls)):
+        sent, previous_answer = calls[step][0], calls[step - 1][1]
+        assert sent["chars"][0] == previous_answer["next_chars"][0]
+        np.testing.assert_array_equal(sent["states"], previous_answer["states"])
+    assert streamed == [outputs["next_chars"][0].decode() for _, outputs in calls]
+
+
 def test_seed_zero_draws_a_new_sample_each_time(clients):
     first, second = (clients["grpc"].generate(["ROMEO:"], 40, 1.0, seed=0)[0] for _ in range(2))
     assert first != second
