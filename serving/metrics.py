@@ -7,6 +7,9 @@ dashboards and alerts written for TF Serving read these unchanged.
 import threading
 from typing import Dict, List, Tuple
 
+# Where TF Serving's monitoring config conventionally puts them (on the REST port).
+METRICS_PATH = "/monitoring/prometheus/metrics"
+
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 LOAD_ATTEMPT_COUNT = ":tensorflow:cc:saved_model:load_attempt_count"

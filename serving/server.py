@@ -27,14 +27,13 @@ from google.protobuf import json_format
 from serving import protos, rest, signatures
 from serving.errors import CODE_NAMES, HTTP_STATUS, ServingError, invalid_argument
 from serving.manager import ModelManager
-from serving.metrics import Metrics
+from serving.metrics import METRICS_PATH, Metrics
 from serving.servable import Servable
 
 logger = logging.getLogger("textgen.serving")
 
 DEFAULT_MODEL_NAME = "textgen"
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
-METRICS_PATH = "/monitoring/prometheus/metrics"
 SIGNATURE_DEF_FIELD = "signature_def"
 _INT64_MAX = (1 << 63) - 1
 
