@@ -12,7 +12,7 @@ import sys
 import threading
 from urllib.parse import urlsplit
 
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 DEFAULT_GRPC_PORT, DEFAULT_REST_PORT = 8500, 8501
 
 # Addressable in a REST path and never a filesystem path (no "/", no "..").
@@ -159,18 +159,21 @@ def _setup_serve_logging(verbose: bool) -> None:
 def cmd_serve(args) -> int:
     _check_serve_args(args)
     _setup_serve_logging(args.verbose)
-    from serving import server as server_lib, signatures  # TensorFlow loads here
-    server = server_lib.Server(
-        os.path.abspath(args.model_dir), model_name=args.model_name, host=args.host,
-        port=args.port, rest_port=None if args.no_rest else args.rest_port,
-        poll_seconds=args.poll_seconds, version=args.version,
-        limits=signatures.Limits(max_num_chars=args.max_num_chars),
-        max_message_bytes=int(args.max_message_mb * (1 << 20)), num_threads=args.threads)
     try:
+        from serving import server as server_lib, signatures  # TensorFlow loads here
+        server = server_lib.Server(
+            os.path.abspath(args.model_dir), model_name=args.model_name, host=args.host,
+            port=args.port, rest_port=None if args.no_rest else args.rest_port,
+            poll_seconds=args.poll_seconds, version=args.version,
+            limits=signatures.Limits(max_num_chars=args.max_num_chars),
+            max_message_bytes=int(args.max_message_mb * (1 << 20)), num_threads=args.threads)
         server.start()
     except OSError as err:
         raise _cli_error(f"{err.strerror or err}; choose other ports with --port/--rest-port "
                          "(0 picks free ones)") from None
+    except KeyboardInterrupt:
+        print("textgen serve: interrupted while starting", file=sys.stderr)
+        return EXIT_INTERRUPTED
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

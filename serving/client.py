@@ -81,6 +81,8 @@ class Client(abc.ABC):
                  top_p: float = 1.0, seed: int = 0) -> List[str]:
         """One completion per prompt, prompt included; seed 0 draws a random seed."""
         prompts = list(prompts)
+        if not prompts:
+            raise invalid_argument("no prompts: give at least one")
         result = self.predict({
             "prompts": _strings(prompts),
             "num_chars": np.array(num_chars, np.int32),
@@ -206,6 +208,9 @@ class RestClient(Client):
             raise ServingError(code_for_http_status(err.code), message) from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
+            if isinstance(reason, TimeoutError):
+                raise ServingError("DEADLINE_EXCEEDED", f"no answer from {self.base_url} within "
+                                   f"{self._timeout:g} s") from None
             raise ServingError("UNAVAILABLE", f"cannot reach {self.base_url} ({reason}); is "
                                "`textgen serve` or tensorflow_model_server running there?"
                                ) from None

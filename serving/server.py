@@ -228,8 +228,10 @@ def _parse_version(text: Optional[str]) -> Optional[int]:
 
 class _RestHandler(http.server.BaseHTTPRequestHandler):
     server_version = "textgen-serve"
-    # One request per connection, so that an idle keep-alive client never parks a pool thread.
+    # One request per connection, so that an idle keep-alive client never parks a pool thread,
+    # and a socket timeout, so that a client that stops sending cannot hold one either.
     protocol_version = "HTTP/1.0"
+    timeout = 60
 
     def do_GET(self):  # noqa: N802 - http.server's method name
         self._handle("GET")
@@ -343,8 +345,6 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
 
 class _PooledHTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     """Serves each connection on a bounded thread pool (stdlib's mixin spawns one per request)."""
-
-    daemon_threads = True
 
     def __init__(self, address, core: ServingCore, pool: futures.ThreadPoolExecutor,
                  max_body_bytes: int):

@@ -390,6 +390,7 @@ def test_rest_bad_request_is_400_with_tf_serving_error_json(server, case):
     ("GET", "/v1/models/textgen/versions/99999999999999999999", 400, "Failed to convert version"),
     ("POST", "/v1/models/textgen/versions/x:predict", 400, "Malformed request"),
     ("GET", "/v2/models/textgen", 404, "Unknown path"),
+    ("POST", "/V1/Models/textgen:classify", 501, ":classify is not implemented"),
 ])
 def test_rest_unknown_models_and_paths(server, method, path, expected_status, text):
     status, doc = http(server, method, path, {} if method == "POST" else None)

@@ -119,6 +119,19 @@ def test_an_unreachable_server_is_unavailable(client_class, address):
     assert f"cannot reach {address}" in caught.value.message
 
 
+@pytest.mark.parametrize("client_class, address", [(GrpcClient, "127.0.0.1:{}"),
+                                                   (RestClient, "http://127.0.0.1:{}")])
+def test_a_server_that_never_answers_exceeds_the_deadline(client_class, address):
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = address.format(silent.getsockname()[1])
+        with client_class(address, timeout=0.5) as client, \
+                pytest.raises(ServingError) as caught:
+            client.generate(["ROMEO:"], 5)
+    assert caught.value.code == "DEADLINE_EXCEEDED"
+
+
 def test_model_dir_resolution(tmp_path, tiny_model_dir):
     base = tmp_path / "serving"
     base.mkdir()
