@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from typing import List, Optional
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
@@ -164,6 +165,8 @@ def cmd_run(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    # google-cloud libraries warn about Python versions on import: not the user's business.
+    warnings.filterwarnings("ignore", category=FutureWarning)
     args = build_parser().parse_args(argv)
     from components.text_records import CorpusError
     try:

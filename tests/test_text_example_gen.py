@@ -1,0 +1,69 @@
+"""The ExampleGen executor over several files: per-file eval tails, counts on the artifact."""
+import gzip
+import json
+import os
+
+import tensorflow as tf
+from tfx.components.example_gen import utils as example_gen_utils
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifacts
+from tfx.types import standard_component_specs as specs
+from tfx.utils import proto_utils
+
+from components import text_example_gen
+from models import features
+
+
+def read_split(uri):
+    records = []
+    for name in sorted(os.listdir(uri)):
+        for raw in tf.data.TFRecordDataset(os.path.join(uri, name), compression_type="GZIP"):
+            example = tf.train.Example.FromString(raw.numpy())
+            records.append(example.features.feature[features.TEXT_KEY].bytes_list.value[0]
+                           .decode())
+    return records
+
+
+def run_executor(tmp_path, pattern, mode, seq_length=9, eval_fraction=0.2):
+    component = text_example_gen.text_example_gen(
+        input_base=str(tmp_path / "data"), pattern=pattern, mode=mode, seq_length=seq_length,
+        eval_fraction=eval_fraction, encoding_errors="strict", code_fingerprint="test")
+    exec_properties = dict(component.exec_properties)
+    for key in (specs.INPUT_CONFIG_KEY, specs.OUTPUT_CONFIG_KEY, specs.CUSTOM_CONFIG_KEY):
+        exec_properties[key] = proto_utils.proto_to_json(exec_properties[key])
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "out")
+    executor = text_example_gen.TextExampleGenExecutor(
+        text_example_gen.TextExampleGenExecutor.Context(
+            beam_pipeline_args=["--runner=DirectRunner"], tmp_dir=str(tmp_path / "tmp")))
+    executor.Do({}, {specs.EXAMPLES_KEY: [examples]}, exec_properties)
+    return examples
+
+
+def test_stream_mode_over_two_files(tmp_path):
+    os.makedirs(tmp_path / "data")
+    a = "A" * 45 + "a\n" * 25 + "tail-of-a\n"  # 105 characters
+    b = "B" * 90 + "b" * 10  # 100 characters
+    (tmp_path / "data" / "a.txt").write_text(a)
+    (tmp_path / "data" / "b.txt").write_text(b)
+    examples = run_executor(tmp_path, "*.txt", "stream")
+    train = read_split(os.path.join(examples.uri, "Split-train"))
+    held_out = read_split(os.path.join(examples.uri, "Split-eval"))
+    # Each file's last 20% is eval: a[84:], b[80:]; records are 10 characters, newlines kept.
+    assert sorted(held_out) == sorted([a[84:94], a[94:104], b[80:90], b[90:100]])
+    assert "".join(r for r in train if r[0] in "Aa") == a[:84]
+    assert any("\n" in r for r in train)
+    assert examples.get_int_custom_property("train_records") == len(train)
+    assert examples.get_int_custom_property("eval_chars") == 40
+    assert examples.get_int_custom_property("train_chars") == 84 + 80
+
+
+def test_lines_mode_records_end_with_the_terminator(tmp_path):
+    os.makedirs(tmp_path / "data")
+    names = [f"Saurus{i}" for i in range(20)]
+    (tmp_path / "data" / "names.txt").write_text("\n".join(names) + "\n\n")
+    examples = run_executor(tmp_path, "names.txt", "lines")
+    train = read_split(os.path.join(examples.uri, "Split-train"))
+    held_out = read_split(os.path.join(examples.uri, "Split-eval"))
+    assert sorted(train + held_out) == sorted(n + "\n" for n in names)
+    assert set(held_out) == {n + "\n" for n in names[16:]}
