@@ -23,11 +23,12 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
+from models import features
 from serving import protos, rest, signatures
 from serving.errors import ServingError, code_for_http_status, invalid_argument
 
-GENERATE_SIGNATURE = "generate"
-ONE_STEP_SIGNATURE = signatures.DEFAULT_SIGNATURE
+GENERATE_SIGNATURE = features.GENERATE_SIGNATURE
+ONE_STEP_SIGNATURE = features.ONE_STEP_SIGNATURE
 DEFAULT_MODEL_NAME = "textgen"
 DEFAULT_TIMEOUT = 600.0
 _INT32_MAX = 2**31 - 1
