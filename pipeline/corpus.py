@@ -8,9 +8,9 @@ import glob
 import os
 import re
 import urllib.request
-from typing import List
+from typing import Dict, List
 
-from components import text_records
+from components import spans as spans_lib, text_records
 from components.text_records import CorpusError
 
 _WILDCARD = re.compile(r"[*?\[]|\{SPAN\}|\{VERSION\}")
@@ -25,6 +25,7 @@ class Corpus:
     distinct_chars: int
     train_records: int
     eval_records: int
+    spans: List[int] = dataclasses.field(default_factory=list)  # [] without {SPAN}
 
 
 def cache_dir() -> str:
@@ -50,13 +51,24 @@ def download(url: str) -> str:
     return path
 
 
+def is_remote(data: str) -> bool:
+    """gs://, s3://, hdfs://...: read by TensorFlow's filesystems on the workers."""
+    return re.match(r"^[a-z][a-z0-9+.-]*://", data) is not None and not data.startswith("file://")
+
+
 def locate(data: str):
     """data (file, directory, glob, {SPAN} pattern) → (input_base, relative pattern)."""
-    data = os.path.abspath(os.path.expanduser(data))
+    if is_remote(data):
+        if not _WILDCARD.search(data):
+            raise CorpusError(f"--data {data}: a remote location needs a file pattern, e.g. "
+                              f"{data.rstrip('/')}/span-{{SPAN}}/*.txt")
+        scheme, rest = data.split("://", 1)
+        base, pattern = _split_at_wildcard(rest, "/")
+        return f"{scheme}://{base}", pattern
+    data = os.path.abspath(os.path.expanduser(data.removeprefix("file://")))
     if _WILDCARD.search(data):
-        parts = data.split(os.sep)
-        first = next(i for i, p in enumerate(parts) if _WILDCARD.search(p))
-        return os.sep.join(parts[:first]) or os.sep, os.sep.join(parts[first:])
+        base, pattern = _split_at_wildcard(data, os.sep)
+        return base or os.sep, pattern
     if os.path.isdir(data):
         return data, "*"
     if os.path.isfile(data):
@@ -64,33 +76,41 @@ def locate(data: str):
     raise CorpusError(f"--data {data}: no such file or directory")
 
 
-def matching_files(input_base: str, pattern: str) -> List[str]:
-    """The files a pattern names now; for {SPAN} patterns, the latest span's."""
-    if "{SPAN}" in pattern or "{VERSION}" in pattern:
-        return _latest_span_files(input_base, pattern)
+def _split_at_wildcard(path: str, sep: str):
+    parts = path.split(sep)
+    first = next(i for i, p in enumerate(parts) if _WILDCARD.search(p))
+    return sep.join(parts[:first]), sep.join(parts[first:])
+
+
+def matching_spans(input_base: str, pattern: str, span_count: int = 1) -> Dict[int, List[str]]:
+    """span → files for the latest `span_count` spans of a {SPAN} pattern, as ExampleGen
+    will read them now."""
+    full = os.path.join(input_base, pattern)
+    found = spans_lib.group_by_span(
+        (p for p in glob.glob(spans_lib.glob_of(full)) if os.path.isfile(p)), full)
+    return spans_lib.select(found, max(found), span_count) if found else {}
+
+
+def matching_files(input_base: str, pattern: str, span_count: int = 1) -> List[str]:
+    """The files a pattern names now; for {SPAN} patterns, the latest spans'."""
+    if spans_lib.has_span(pattern):
+        return sorted(f for files in matching_spans(input_base, pattern, span_count).values()
+                      for f in files)
     return sorted(p for p in glob.glob(os.path.join(input_base, pattern)) if os.path.isfile(p))
 
 
-def _latest_span_files(input_base: str, pattern: str) -> List[str]:
-    regex = re.compile(re.escape(os.path.join(input_base, pattern))
-                       .replace(re.escape("{SPAN}"), r"(\d+)")
-                       .replace(re.escape("{VERSION}"), r"(\d+)")
-                       .replace(r"\*", r"[^/]*").replace(r"\?", "[^/]"))
-    candidates = glob.glob(os.path.join(input_base, pattern.replace("{SPAN}", "*")
-                                        .replace("{VERSION}", "*")))
-    spans = {}
-    for path in candidates:
-        match = regex.fullmatch(path)
-        if match and os.path.isfile(path):
-            spans.setdefault(int(match.group(1)), []).append(path)
-    return sorted(spans[max(spans)]) if spans else []
-
-
 def check(data: str, mode: str, seq_length: int, eval_fraction: float,
-          encoding_errors: str = "strict") -> Corpus:
+          encoding_errors: str = "strict", span_count: int = 1) -> Corpus:
     """Locates and reads the corpus; raises CorpusError with a one-line reason."""
+    if is_remote(data):
+        raise CorpusError(f"--data {data}: `textgen run` reads local files; remote data is "
+                          "read by a compiled pipeline (textgen compile) or the Airflow DAG")
     input_base, pattern = locate(data)
-    files = matching_files(input_base, pattern)
+    if "{VERSION}" in pattern and not spans_lib.has_span(pattern):
+        raise CorpusError(f"--data {data}: {{VERSION}} needs {{SPAN}} in the pattern too")
+    selected = matching_spans(input_base, pattern, span_count) \
+        if spans_lib.has_span(pattern) else {}
+    files = matching_files(input_base, pattern, span_count)
     if not files:
         raise CorpusError(f"--data {data}: no files found")
     chars, distinct, train, held_out = 0, set(), 0, 0
@@ -120,4 +140,5 @@ def check(data: str, mode: str, seq_length: int, eval_fraction: float,
             f"--data {data}: corpus too short: {chars} characters give {train} train and "
             f"{held_out} eval records ({need}, eval is the last {eval_fraction:.0%} of each "
             "file); add text, lower --seq-length or change --eval-fraction")
-    return Corpus(input_base, pattern, files, chars, len(distinct), train, held_out)
+    return Corpus(input_base, pattern, files, chars, len(distinct), train, held_out,
+                  sorted(selected))
