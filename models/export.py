@@ -12,7 +12,7 @@ from typing import List
 import tensorflow as tf
 import tf_keras
 
-from models import features, model as char_model, sampling
+from models import features, model as char_model, sampling, warm_start
 
 # Upper bound on prompt characters the graph accepts per row; beyond it the client
 # should send only the tail (an RNN's memory of the far past is its state anyway).
@@ -199,7 +199,9 @@ def signatures(generator: Generator):
 
 
 def save(keras_model: tf_keras.Model, vocab: List[str], mode: str, export_dir: str) -> Generator:
-    """Writes the servable SavedModel (float32 at every signature input and output)."""
+    """Writes the servable SavedModel (float32 at every signature input and output), and
+    beside it the vocabulary and shape a later training needs to warm start from it."""
     generator = Generator(keras_model, vocab, mode)
     tf.saved_model.save(generator, export_dir, signatures=signatures(generator))
+    warm_start.write_model_info(export_dir, vocab, mode, char_model.shape_of(keras_model))
     return generator

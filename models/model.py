@@ -16,6 +16,10 @@ from models import features
 
 logger = logging.getLogger(__name__)
 
+# In the Trainer's model_run dir: whether training started from the latest blessed
+# model, and why (not); the run summary prints it.
+WARM_START_REPORT = "warm_start.json"
+
 
 def build_model(vocab_size: int, embedding_dim: int = 256, rnn_units: int = 1024,
                 rnn_layers: int = 1, cell: str = "gru", dropout: float = 0.0) -> tf_keras.Model:
@@ -41,6 +45,14 @@ def build_model(vocab_size: int, embedding_dim: int = 256, rnn_units: int = 1024
     # float32 logits even under a mixed-precision policy: softmax and loss need the range.
     logits = tf_keras.layers.Dense(vocab_size, name="logits", dtype="float32")(x)
     return tf_keras.Model(ids, logits, name="char_rnn")
+
+
+def shape_of(model: tf_keras.Model) -> Dict[str, Any]:
+    """The build_model arguments that decide the weights' shapes (dropout has none)."""
+    layers = rnn_layers_of(model)
+    return {"embedding_dim": model.get_layer("embedding").output_dim,
+            "rnn_units": layers[0].units, "rnn_layers": len(layers),
+            "cell": "lstm" if isinstance(layers[0], tf_keras.layers.LSTM) else "gru"}
 
 
 def rnn_layers_of(model: tf_keras.Model) -> List[tf_keras.layers.Layer]:
@@ -128,10 +140,33 @@ def input_fn(file_pattern: List[str], data_accessor, schema, batch_size: int, sh
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
-    """One device: the default strategy; several GPUs: MirroredStrategy."""
+    """A cluster in TF_CONFIG (Vertex AI, TFX's cloud Trainer, a Kubernetes job): one
+    replica per worker, MultiWorkerMirroredStrategy; several local GPUs:
+    MirroredStrategy; otherwise the default strategy."""
+    if _tf_config().get("cluster"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def _tf_config() -> Dict[str, Any]:
+    raw = os.environ.get("TF_CONFIG", "")
+    try:
+        return json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {raw[:200]!r}; unset it or fix it "
+                         "(see the tf.distribute multi-worker guide)") from None
+
+
+def is_chief() -> bool:
+    """Only one worker of a cluster writes the model; alone, we are it."""
+    task = _tf_config().get("task") or {}
+    cluster = _tf_config().get("cluster") or {}
+    if task.get("type") == "chief":
+        return True
+    return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0 \
+        and "chief" not in cluster
 
 
 class EpochReport(tf_keras.callbacks.Callback):
@@ -157,11 +192,11 @@ def run_fn(fn_args) -> None:
     """TFX Trainer entry point (wired by dotted path `models.model.run_fn`).
 
     custom_config: {"model": ModelSettings, "train": TrainSettings, "mode": str,
-    "code_fingerprint": str} as plain dicts.
+    "serving_dir": str, "code_fingerprint": str} as plain dicts.
     """
     import tensorflow_transform as tft
 
-    from models import export
+    from models import export, warm_start
 
     config: Dict[str, Any] = fn_args.custom_config
     model_settings, train = config["model"], config["train"]
@@ -180,10 +215,22 @@ def run_fn(fn_args) -> None:
     if train["eval_steps"]:
         eval_ds = eval_ds.take(train["eval_steps"])
 
-    with distribution_strategy().scope():
+    strategy = distribution_strategy()
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Transform writes few files; sharding by record works whatever their number.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = \
+            tf.data.experimental.AutoShardPolicy.DATA
+        train_ds, eval_ds = train_ds.with_options(options), eval_ds.with_options(options)
+    with strategy.scope():
         model = compile_model(build_model(vocab_size, **model_settings), train["learning_rate"])
+        started = warm_start.apply(
+            model, vocab, shape_of(model), config["mode"], config.get("serving_dir"),
+            enabled=train.get("warm_start", True), build_model=build_model)
 
     run_dir = fn_args.model_run_dir
+    with tf.io.gfile.GFile(os.path.join(run_dir, WARM_START_REPORT), "w") as f:
+        f.write(json.dumps(started, indent=1))
     report = EpochReport(os.path.join(run_dir, "epochs.json"))
     callbacks = [
         tf_keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch"),
@@ -197,4 +244,8 @@ def run_fn(fn_args) -> None:
     model.fit(train_ds, epochs=train["epochs"], steps_per_epoch=steps_per_epoch,
               validation_data=eval_ds, callbacks=callbacks,
               verbose=1 if sys.stdout.isatty() else 2)
-    export.save(model, vocab, mode=config["mode"], export_dir=fn_args.serving_model_dir)
+    # Every worker of a cluster takes part in saving (collective ops); only the chief's
+    # copy lands where the Pusher looks.
+    export_dir = fn_args.serving_model_dir if is_chief() else os.path.join(
+        run_dir, f"worker-{_tf_config().get('task', {}).get('index', 0)}-export")
+    export.save(model, vocab, mode=config["mode"], export_dir=export_dir)

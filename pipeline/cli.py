@@ -17,6 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from pipeline import configs  # noqa: E402
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+# sysexits' EX_TEMPFAIL: another run holds the pipeline root; try again later.
+EXIT_BUSY = 75
 
 
 class CliError(Exception):
@@ -30,6 +32,7 @@ RUN_FLAGS = {
     "--seq-length": ("data", "seq_length", int),
     "--eval-fraction": ("data", "eval_fraction", float),
     "--encoding-errors": ("data", "encoding_errors", str),
+    "--span-count": ("data", "span_count", int),
     "--embedding-dim": ("model", "embedding_dim", int),
     "--rnn-units": ("model", "rnn_units", int),
     "--rnn-layers": ("model", "rnn_layers", int),
@@ -41,30 +44,71 @@ RUN_FLAGS = {
     "--batch-size": ("train", "batch_size", int),
     "--learning-rate": ("train", "learning_rate", float),
     "--seed": ("train", "seed", int),
+    "--warm-start": ("train", "warm_start", bool),
     "--max-perplexity": ("eval", "max_perplexity", float),
     "--max-regression": ("eval", "max_regression", float),
     "--pipeline-root": ("run", "pipeline_root", str),
     "--serving-dir": ("run", "serving_dir", str),
     "--sample-chars": ("run", "sample_chars", int),
+    "--lock-timeout": ("run", "lock_timeout", float),
 }
+
+
+def _add_config_flags(p) -> None:
+    p.add_argument("--config", help="TOML or YAML file with [data] [model] [train] [eval] [run] "
+                   "[metadata] [vertex] (see docs/scheduling.md)")
+    for flag, (section, name, kind) in RUN_FLAGS.items():
+        default = getattr(getattr(configs.Config(), section), name)
+        help_text = f"{section}.{name} (default {default})"
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                           help=help_text)
+            continue
+        extra = {"choices": ["stream", "lines"]} if flag == "--mode" else \
+            {"choices": ["gru", "lstm"]} if flag == "--cell" else \
+            {"choices": ["strict", "replace"]} if flag == "--encoding-errors" else {}
+        p.add_argument(flag, type=kind, default=None, help=help_text, **extra)
+    p.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
+                   help="Beam pipeline argument, after the config's run.beam_args, e.g. "
+                   "--beam-arg=--direct_running_mode=multi_processing "
+                   "--beam-arg=--direct_num_workers=2")
 
 
 def _add_run_parser(sub) -> None:
     p = sub.add_parser("run", help="run the pipeline: text → model → blessing → push",
-                       description="Runs the TFX pipeline on the local Beam runner. Settings: "
-                       "defaults < --config file (TOML/YAML) < flags.")
-    p.add_argument("--config", help="TOML or YAML file with [data] [model] [train] [eval] [run]")
-    for flag, (section, name, kind) in RUN_FLAGS.items():
-        default = getattr(getattr(configs.Config(), section), name)
-        extra = {"choices": ["stream", "lines"]} if flag == "--mode" else \
-            {"choices": ["gru", "lstm"]} if flag == "--cell" else \
-            {"choices": ["strict", "replace"]} if flag == "--encoding-errors" else {}
-        p.add_argument(flag, type=kind, default=None, help=f"{section}.{name} (default {default})",
-                       **extra)
-    p.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
-                   help="extra Beam pipeline argument, e.g. --beam-arg=--direct_num_workers=2")
+                       description="Runs the TFX pipeline (LocalDagRunner; Beam runner from "
+                       "the Beam arguments). Settings: defaults < --config file (TOML/YAML) < "
+                       "flags. One run at a time per pipeline root. Exit codes: 0 ran (blessed "
+                       "or not), 1 the run failed, 2 bad input, 75 another run holds the "
+                       "pipeline root.")
+    _add_config_flags(p)
     p.add_argument("-v", "--verbose", action="store_true", help="TFX/Beam INFO logs too")
     p.set_defaults(func=cmd_run)
+
+
+def _add_runs_parser(sub) -> None:
+    p = sub.add_parser("runs", help="list past runs from ML Metadata",
+                       description="Past runs, oldest first: start time, span, whether the "
+                       "Trainer ran, eval perplexity of the candidate and of the baseline, "
+                       "blessed, the version pushed, the baseline's version.")
+    p.add_argument("--pipeline-root", help="default: run.pipeline_root of --config, else "
+                   f"{configs.RunSettings().pipeline_root}")
+    p.add_argument("--config", help="config file: its pipeline root and [metadata] connection")
+    p.add_argument("--last", type=int, default=None, metavar="N", help="only the last N runs")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.set_defaults(func=cmd_runs)
+
+
+def _add_compile_parser(sub) -> None:
+    p = sub.add_parser("compile", help="compile the pipeline for an orchestrator",
+                       description="Writes a Kubeflow Pipelines v2 / Vertex AI Pipelines "
+                       "definition (JSON) with TFX's KubeflowV2DagRunner; no cluster needed. "
+                       "Data and roots are usually gs:// URIs in the --config file.")
+    p.add_argument("--target", choices=["vertex"], required=True)
+    p.add_argument("--output", default="textgen_pipeline.json", help="the JSON file to write")
+    p.add_argument("--image", help="container image of the components (vertex.image)")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_compile)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "TensorFlow Serving.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
+    _add_runs_parser(sub)
+    _add_compile_parser(sub)
     from serving import cli as serving_cli  # `serve` and `generate`; imports no TensorFlow
     serving_cli.add_parsers(sub)
     return parser
@@ -85,9 +131,23 @@ def config_from_args(args) -> configs.Config:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             overrides.setdefault(section, {})[name] = value
+    config = configs.load(args.config, overrides)
     if args.beam_arg:
-        overrides.setdefault("run", {})["beam_args"] = args.beam_arg
-    return configs.load(args.config, overrides)
+        # Added to the file's arguments rather than replacing them: a config holds the
+        # runner's set-up, a flag adjusts one value (Beam takes the last one given).
+        config.run.beam_args = list(config.run.beam_args) + args.beam_arg
+    return config.validate()
+
+
+def perplexity_bound(config: configs.Config, corpus) -> tuple:
+    """(bound, why): eval.max_perplexity, else uniform guessing over the corpus' characters."""
+    if config.eval.max_perplexity is not None:
+        return config.eval.max_perplexity, ""
+    if corpus is None:
+        raise CliError("eval.max_perplexity is not set and the corpus cannot be read here to "
+                       "derive it: set eval.max_perplexity (--max-perplexity) for this pipeline")
+    return float(corpus.distinct_chars), \
+        " (uniform guessing over the corpus' characters; set --max-perplexity)"
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -115,12 +175,9 @@ def cmd_run(args) -> int:
     config = config_from_args(args)
     data = config.data.path or corpus_lib.download(configs.SHAKESPEARE_URL)
     corpus = corpus_lib.check(data, config.data.mode, config.data.seq_length,
-                              config.data.eval_fraction, config.data.encoding_errors)
-    if config.eval.max_perplexity is None:
-        bound = float(corpus.distinct_chars)
-        bound_reason = " (uniform guessing over the corpus' characters; set --max-perplexity)"
-    else:
-        bound, bound_reason = config.eval.max_perplexity, ""
+                              config.data.eval_fraction, config.data.encoding_errors,
+                              config.data.span_count)
+    bound, bound_reason = perplexity_bound(config, corpus)
     pipeline_root = os.path.abspath(config.run.pipeline_root)
     try:
         os.makedirs(pipeline_root, exist_ok=True)
@@ -133,23 +190,34 @@ def cmd_run(args) -> int:
             raise CliError(f"{folder}: not writable; choose writable --pipeline-root / "
                            "--serving-dir")
 
+    from pipeline.lock import LockBusy, PipelineLock
+    try:
+        # Held through the summary: it reads ML Metadata and writes into the root.
+        with PipelineLock(pipeline_root, config.run.lock_timeout):
+            return _run_locked(args, config, corpus, bound, bound_reason, pipeline_root)
+    except LockBusy as err:
+        print(f"textgen: {err}", file=sys.stderr)
+        return EXIT_BUSY
+
+
+def _run_locked(args, config, corpus, bound, bound_reason, pipeline_root) -> int:
     _setup_logging(args.verbose)
-    print(f"textgen: {len(corpus.files)} file(s), {corpus.chars:,} characters → "
+    spans = f", span {corpus.spans[0]}-{corpus.spans[-1]}" if corpus.spans else ""
+    print(f"textgen: {len(corpus.files)} file(s){spans}, {corpus.chars:,} characters → "
           f"{corpus.train_records:,} train / {corpus.eval_records:,} eval records; "
           f"pipeline root {pipeline_root}", file=sys.stderr)
     started = time.time()
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
     from pipeline import pipeline as pipeline_lib, summary
     tfx_pipeline = pipeline_lib.create_pipeline(
-        config, corpus.input_base, corpus.pattern, max_perplexity=bound,
-        beam_args=config.run.beam_args or None)
+        config, corpus.input_base, corpus.pattern, max_perplexity=bound)
     try:
         LocalDagRunner().run(tfx_pipeline)
     except Exception as err:  # noqa: BLE001 - report and exit non-zero, state stays in MLMD
         logging.getLogger("textgen").exception("pipeline failed")
         print(f"textgen: the pipeline run failed: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_FAILED
-    result = summary.collect(pipeline_root)
+    result = summary.collect(pipeline_root, config.metadata, config.run.pipeline_name)
     print(summary.format_summary(result, corpus, bound, bound_reason, config.eval.max_regression))
     model_dir = result.get("pushed_path") if result.get("blessed") else None
     if model_dir and config.run.sample_chars:
@@ -161,6 +229,46 @@ def cmd_run(args) -> int:
         print("".join(texts) if config.data.mode == "lines" else texts[0])
         print("-" * 60)
     print(f"wall time: {time.time() - started:.0f} s")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from pipeline import runs
+    config = configs.load(args.config) if args.config else configs.Config()
+    root = os.path.abspath(args.pipeline_root or config.run.pipeline_root)
+    try:
+        rows = runs.list_runs(root, config.metadata, config.run.pipeline_name)
+    except (FileNotFoundError, ConnectionError) as err:
+        raise CliError(f"{err}; pass --pipeline-root DIR or --config FILE") from None
+    if args.last is not None:
+        rows = rows[-args.last:] if args.last > 0 else []
+    print(runs.format_json(rows) if args.json else runs.format_table(rows))
+    return 0
+
+
+def cmd_compile(args) -> int:
+    config = config_from_args(args)
+    if args.image:
+        config.vertex.image = args.image
+    if not config.data.path:
+        raise CliError("set data.path (--data) to where the pipeline will read its text, "
+                       "e.g. gs://BUCKET/text/span-{SPAN}/*.txt")
+    from pipeline import corpus as corpus_lib
+    corpus = None
+    if not corpus_lib.is_remote(config.data.path):
+        corpus = corpus_lib.check(config.data.path, config.data.mode, config.data.seq_length,
+                                  config.data.eval_fraction, config.data.encoding_errors,
+                                  config.data.span_count)
+    input_base, pattern = corpus_lib.locate(config.data.path)
+    bound, _ = perplexity_bound(config, corpus)
+    output = os.path.abspath(args.output)
+    if not os.path.isdir(os.path.dirname(output)):
+        raise CliError(f"--output {args.output}: its folder does not exist")
+    from pipeline.orchestrators import vertex
+    definition = vertex.compile_pipeline(config, input_base, pattern, bound, output)
+    tasks = definition["pipelineSpec"]["root"]["dag"]["tasks"]
+    print(f"wrote {output}: Kubeflow Pipelines v2 definition of '{config.run.pipeline_name}' "
+          f"with {len(tasks)} tasks ({', '.join(sorted(tasks))}); image {config.vertex.image}")
     return 0
 
 

@@ -23,6 +23,9 @@ class DataSettings:
     seq_length: int = 100  # stream mode: characters of input per record (records hold seq_length+1)
     eval_fraction: float = 0.1  # the last fraction of each file is held out, contiguous
     encoding_errors: str = "strict"  # strict: refuse non-UTF-8 input; replace: use U+FFFD
+    # With a {SPAN} pattern: read the latest span and the spans before it, this many in
+    # all (1 = the latest span only). Spans are immutable once written (TFX's convention).
+    span_count: int = 1
 
 
 @dataclasses.dataclass
@@ -42,6 +45,9 @@ class TrainSettings:
     batch_size: int = 64
     learning_rate: float = 1e-3
     seed: int = 42
+    # Start from the weights of the newest model in the serving directory (the latest
+    # blessed one) when it has the same characters and shape; otherwise start fresh.
+    warm_start: bool = True
 
 
 @dataclasses.dataclass
@@ -60,6 +66,39 @@ class RunSettings:
     serving_dir: str = "serving_model"
     beam_args: List[str] = dataclasses.field(default_factory=list)
     sample_chars: int = 300
+    # Another run holding the pipeline root's lock: wait this long for it, then give up.
+    # 0 = give up at once (a scheduled run skips a tick rather than piling up).
+    lock_timeout: float = 0.0
+    # Airflow's schedule_interval (a cron expression or a preset such as @daily).
+    schedule: str = "@daily"
+
+
+@dataclasses.dataclass
+class MetadataSettings:
+    """ML Metadata: SQLite under the pipeline root, or a shared MySQL/MariaDB database."""
+    backend: str = "sqlite"  # sqlite or mysql
+    sqlite_path: Optional[str] = None  # None: <pipeline_root>/metadata.sqlite
+    mysql_host: str = "127.0.0.1"
+    mysql_port: int = 3306
+    mysql_database: str = "textgen_mlmd"
+    mysql_user: str = "textgen"
+    mysql_password: str = ""
+    # Name of an environment variable holding the password (keeps it out of the file);
+    # used when that variable is set.
+    mysql_password_env: str = "TEXTGEN_MLMD_PASSWORD"
+    mysql_socket: Optional[str] = None  # a Unix socket instead of host:port
+
+
+@dataclasses.dataclass
+class VertexSettings:
+    """What `textgen compile --target vertex` puts into the KFP v2 definition."""
+    # The container every component runs in: TFX's image plus this project installed
+    # (see docs/scheduling.md); its Python must import `components` and `models`.
+    image: str = "gcr.io/tfx-oss-public/tfx:1.16.0"
+    trainer_gpus: int = 0
+    trainer_gpu_type: str = "NVIDIA_TESLA_T4"
+    trainer_cpu: float = 4.0
+    trainer_memory_gb: float = 16.0
 
 
 @dataclasses.dataclass
@@ -69,6 +108,8 @@ class Config:
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
     eval: EvalSettings = dataclasses.field(default_factory=EvalSettings)
     run: RunSettings = dataclasses.field(default_factory=RunSettings)
+    metadata: MetadataSettings = dataclasses.field(default_factory=MetadataSettings)
+    vertex: VertexSettings = dataclasses.field(default_factory=VertexSettings)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,6 +174,31 @@ class Config:
                "eval.max_regression (--max-regression)", e.max_regression, "must be >= 0")
         _check(isinstance(self.run.sample_chars, int) and self.run.sample_chars >= 0,
                "run.sample_chars", self.run.sample_chars, "must be >= 0")
+        _positive_int("data.span_count (--span-count)", d.span_count)
+        _check(isinstance(t.warm_start, bool), "train.warm_start (--warm-start)", t.warm_start,
+               "must be true or false")
+        r, md, vx = self.run, self.metadata, self.vertex
+        _check(isinstance(r.beam_args, list) and all(isinstance(a, str) for a in r.beam_args),
+               "run.beam_args (--beam-arg)", r.beam_args,
+               'must be a list of strings such as ["--direct_num_workers=2"]')
+        _check(_is_number(r.lock_timeout) and r.lock_timeout >= 0,
+               "run.lock_timeout (--lock-timeout)", r.lock_timeout, "must be >= 0 seconds")
+        _check(isinstance(r.schedule, str) and r.schedule.strip() != "", "run.schedule",
+               r.schedule, "must be a cron expression or an Airflow preset such as @daily")
+        _check(md.backend in ("sqlite", "mysql"), "metadata.backend", md.backend,
+               "must be 'sqlite' or 'mysql'")
+        if md.backend == "mysql":
+            _check(isinstance(md.mysql_port, int) and 0 < md.mysql_port < 65536,
+                   "metadata.mysql_port", md.mysql_port, "must be a TCP port number")
+            for name in ("mysql_host", "mysql_database", "mysql_user"):
+                _check(isinstance(getattr(md, name), str) and getattr(md, name) != "",
+                       f"metadata.{name}", getattr(md, name), "must be set for backend mysql")
+        _check(isinstance(vx.trainer_gpus, int) and vx.trainer_gpus >= 0, "vertex.trainer_gpus",
+               vx.trainer_gpus, "must be an integer >= 0")
+        _check(_is_number(vx.trainer_cpu) and vx.trainer_cpu > 0, "vertex.trainer_cpu",
+               vx.trainer_cpu, "must be > 0")
+        _check(_is_number(vx.trainer_memory_gb) and vx.trainer_memory_gb > 0,
+               "vertex.trainer_memory_gb", vx.trainer_memory_gb, "must be > 0")
         return self
 
 

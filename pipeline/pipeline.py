@@ -17,9 +17,11 @@ from typing import List, Optional
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
+from components.evaluator import Evaluator
 from components.pusher import Pusher
 from components.text_example_gen import EVAL, text_example_gen
 from models import features, metrics
+from pipeline import metadata
 from pipeline.configs import Config
 
 # Where the project's own code lives; its hash goes into component settings so that
@@ -63,16 +65,25 @@ def eval_config(max_perplexity: float, max_regression: float) -> tfma.EvalConfig
 
 
 def create_pipeline(config: Config, input_base: str, input_pattern: str, max_perplexity: float,
-                    metadata_path: Optional[str] = None,
-                    beam_args: Optional[List[str]] = None) -> tfx.dsl.Pipeline:
-    """Wires the components. Paths must be absolute (they are part of cache keys)."""
+                    extra_beam_args: Optional[List[str]] = None,
+                    metadata_connection=None) -> tfx.dsl.Pipeline:
+    """Wires the components. Paths must be absolute (they are part of cache keys).
+
+    metadata_connection: an ML Metadata ConnectionConfig; default, the config's
+    [metadata] section (SQLite under the pipeline root unless it says mysql).
+    """
     fingerprint = code_fingerprint()
     data, train = config.data, config.train
+    pipeline_root = _absolute(config.run.pipeline_root)
+    serving_dir = _absolute(config.run.serving_dir)
+    if metadata_connection is None:
+        metadata_connection = metadata.connection_config(config.metadata, pipeline_root)
 
     example_gen = text_example_gen(
         input_base=input_base, pattern=input_pattern, mode=data.mode,
         seq_length=data.seq_length, eval_fraction=data.eval_fraction,
-        encoding_errors=data.encoding_errors, code_fingerprint=fingerprint)
+        encoding_errors=data.encoding_errors, code_fingerprint=fingerprint,
+        span_count=data.span_count)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"])
     example_validator = tfx.components.ExampleValidator(
@@ -96,6 +107,8 @@ def create_pipeline(config: Config, input_base: str, input_pattern: str, max_per
             "model": config.to_dict()["model"],
             "train": config.to_dict()["train"],
             "mode": data.mode,
+            # Where warm start finds the latest blessed model (models/warm_start.py).
+            "serving_dir": serving_dir,
             "code_fingerprint": fingerprint,
         })
 
@@ -105,7 +118,7 @@ def create_pipeline(config: Config, input_base: str, input_pattern: str, max_per
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
 
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline_resolver.outputs["model"],
@@ -113,22 +126,31 @@ def create_pipeline(config: Config, input_base: str, input_pattern: str, max_per
         eval_config=eval_config(max_perplexity, config.eval.max_regression))
 
     pusher = Pusher(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-                    serving_dir=os.path.abspath(config.run.serving_dir))
+                    serving_dir=serving_dir)
 
-    pipeline_root = os.path.abspath(config.run.pipeline_root)
     return tfx.dsl.Pipeline(
         pipeline_name=config.run.pipeline_name,
         pipeline_root=pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
                     trainer, baseline_resolver, evaluator, pusher],
         enable_cache=True,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            metadata_path or os.path.join(pipeline_root, "metadata.sqlite")),
-        beam_pipeline_args=beam_args or default_beam_args(),
+        metadata_connection_config=metadata_connection,
+        beam_pipeline_args=beam_args(config, extra_beam_args),
     )
+
+
+def _absolute(path: str) -> str:
+    """Local paths made absolute (they are part of cache keys); URIs kept as they are."""
+    return path if "://" in path else os.path.abspath(path)
 
 
 def default_beam_args() -> List[str]:
     # Named explicitly: left to choose, Beam first tries the Prism runner, which
     # downloads a binary (offline: a failure and a fallback on every run).
     return ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
+
+
+def beam_args(config: Config, extra: Optional[List[str]] = None) -> List[str]:
+    """Defaults, then the config's run.beam_args, then extra (--beam-arg flags): Beam
+    parses them in order, so a later --name=value overrides an earlier one."""
+    return default_beam_args() + list(config.run.beam_args) + list(extra or [])

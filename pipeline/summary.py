@@ -3,7 +3,9 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from components.evaluator import BASELINE_PREFIX
 from models import features
+from models.model import WARM_START_REPORT
 from pipeline import metadata
 
 NODE_ORDER = ["TextExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
@@ -17,20 +19,6 @@ def _vocab_size(transform_graph_uri: str) -> Optional[int]:
             features.VOCAB_NAME))
     except (ValueError, OSError):
         return None
-
-
-def _metrics(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
-    """model name ("" = candidate, "baseline") → {metric: value}."""
-    import tensorflow_model_analysis as tfma
-    values: Dict[str, Dict[str, float]] = {}
-    for result in tfma.load_metrics(evaluation_uri):
-        for kv in result.metric_keys_and_values:
-            if kv.key.is_diff:  # candidate − baseline; the two values are kept instead
-                continue
-            which = values.setdefault(kv.key.model_name, {})
-            if kv.value.HasField("double_value"):
-                which[kv.key.name] = kv.value.double_value.value
-    return values
 
 
 def _validation(evaluation_uri: str) -> List[str]:
@@ -63,10 +51,13 @@ def _threshold_text(threshold) -> str:
     return ", ".join(parts)
 
 
-def collect(pipeline_root: str) -> Dict[str, Any]:
-    """The latest run's summary as a dict (also written as JSON to the pipeline root)."""
-    store = metadata.open_store(pipeline_root)
-    runs = metadata.pipeline_runs(store)
+def collect(pipeline_root: str, settings=None, pipeline_name: Optional[str] = None
+            ) -> Dict[str, Any]:
+    """The latest run's summary as a dict (also written as JSON to the pipeline root).
+
+    settings: the config's [metadata] section (default: SQLite under the root)."""
+    store = metadata.open_store(pipeline_root, settings)
+    runs = metadata.pipeline_runs(store, pipeline_name)
     if not runs:
         raise RuntimeError(f"no pipeline runs recorded under {pipeline_root}")
     nodes = metadata.node_runs(store, runs[-1])
@@ -85,7 +76,7 @@ def collect(pipeline_root: str) -> Dict[str, Any]:
         out["splits"] = {split: {"records": metadata.custom(examples, f"{split}_records"),
                                  "chars": metadata.custom(examples, f"{split}_chars")}
                          for split in ("train", "eval")}
-        out["span"] = metadata.custom(examples, "span")
+        out["spans"] = metadata.custom(examples, "spans")
     graph = output("Transform", "transform_graph")
     if graph is not None:
         out["vocab_size"] = _vocab_size(graph.uri)
@@ -95,22 +86,31 @@ def collect(pipeline_root: str) -> Dict[str, Any]:
         out["model_id"] = model.id
     model_run = output("Trainer", "model_run")
     if model_run is not None:
-        epochs_file = os.path.join(model_run.uri, "epochs.json")
-        if os.path.exists(epochs_file):
-            with open(epochs_file, encoding="utf-8") as f:
-                out["epochs"] = json.load(f)
+        for key, name in (("epochs", "epochs.json"), ("warm_start", WARM_START_REPORT)):
+            path = os.path.join(model_run.uri, name)
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as f:
+                    out[key] = json.load(f)
     baseline = nodes.get("Evaluator") and nodes["Evaluator"].inputs.get("baseline_model")
     out["baseline_model_uri"] = baseline[0].uri if baseline else None
+    baseline_id = baseline[0].id if baseline else None
     evaluation = output("Evaluator", "evaluation")
     if evaluation is not None:
-        values = _metrics(evaluation.uri)
-        out["eval"] = values.get("", values.get("candidate", {}))
-        out["baseline_eval"] = values.get("baseline")
+        props = {name: metadata.custom(evaluation, name)
+                 for name in evaluation.custom_properties}
+        out["eval"] = {k: v for k, v in props.items()
+                       if not k.startswith(BASELINE_PREFIX) and isinstance(v, float)}
+        out["baseline_eval"] = {k[len(BASELINE_PREFIX):]: v for k, v in props.items()
+                                if k.startswith(BASELINE_PREFIX)} or None
         if out["baseline_eval"] and not baseline:
             # ML Metadata records one input event per artifact: the latest blessed model
             # is the candidate itself (a re-run on a cached model).
             out["baseline_model_uri"] = out.get("model_uri")
+            baseline_id = out.get("model_id")
         out["not_blessed_because"] = _validation(evaluation.uri)
+    if baseline_id is not None:
+        out["baseline_version"] = metadata.pushed_version_of(store, [baseline_id]).get(
+            baseline_id)
     blessing = output("Evaluator", "blessing")
     out["blessed"] = bool(blessing is not None and metadata.custom(blessing, "blessed"))
     pushed = output("Pusher", "pushed_model")
@@ -138,6 +138,8 @@ def format_summary(s: Dict[str, Any], corpus=None, bound: Optional[float] = None
     if corpus is not None:
         lines.append(f"corpus: {len(corpus.files)} file(s), {corpus.chars:,} characters, "
                      f"{corpus.distinct_chars} distinct ({corpus.input_base}/{corpus.pattern})")
+    if s.get("spans") is not None:
+        lines.append(f"span: {s['spans']} (recorded on the examples artifact)")
     for split, c in (s.get("splits") or {}).items():
         if c["records"] is not None:
             lines.append(f"  {split:5s}: {c['records']:,} records, {c['chars']:,} characters")
@@ -145,6 +147,13 @@ def format_summary(s: Dict[str, Any], corpus=None, bound: Optional[float] = None
         lines.append(f"vocabulary: {s['vocab_size']} characters "
                      f"(+{features.NUM_RESERVED_IDS} reserved ids: {features.PAD_TOKEN}, "
                      f"{features.UNK_TOKEN})")
+    warm = s.get("warm_start")
+    trainer_state = s.get("components", {}).get("Trainer", {}).get("state")
+    if warm and trainer_state == "CACHED":
+        lines.append("training: none (Trainer cached: same data, settings and code)")
+    elif warm:
+        lines.append(f"training: {warm['reason']}" if warm["warm_start"]
+                     else f"training: fresh start: {warm['reason']}")
     for epoch in s.get("epochs") or []:
         lines.append(f"  epoch {epoch['epoch']}: train loss {epoch.get('loss', float('nan')):.4f}, "
                      f"eval loss {epoch.get('val_loss', float('nan')):.4f} nats/char")
@@ -156,8 +165,13 @@ def format_summary(s: Dict[str, Any], corpus=None, bound: Optional[float] = None
         lines.append(f"bound: perplexity <= {bound:.3f}{bound_reason}")
     base = s.get("baseline_eval")
     if base and "perplexity" in base:
-        lines.append(f"baseline (latest blessed model {s.get('baseline_model_uri')}): "
-                     f"perplexity {base['perplexity']:.3f}; tolerance +{max_regression or 0:.1%}")
+        version = (f"version {s['baseline_version']}, " if s.get("baseline_version") else "")
+        lines.append(f"baseline (latest blessed model: {version}{s.get('baseline_model_uri')}): "
+                     f"perplexity {base['perplexity']:.3f} on the same eval split; "
+                     f"tolerance +{max_regression or 0:.1%}")
+        if "perplexity" in ev:
+            lines.append(f"candidate vs baseline: {ev['perplexity']:.3f} vs "
+                         f"{base['perplexity']:.3f}")
     elif s.get("components", {}).get("Evaluator"):
         lines.append("baseline: none (no blessed model yet): judged on the bound alone")
     if s.get("blessed"):

@@ -19,8 +19,8 @@ WORDS = ("to be or not that is the question whether tis nobler in mind suffer sl
          "arrows of outrageous fortune take arms against a sea troubles").split()
 
 
-def make_corpus(path, chars=24_000):
-    rng = random.Random(0)
+def make_corpus(path, chars=24_000, seed=0):
+    rng = random.Random(seed)
     lines = []
     while sum(len(line) + 1 for line in lines) < chars:
         speaker = rng.choice(["HAMLET", "OPHELIA", "POLONIUS"])
