@@ -1,0 +1,52 @@
+"""Kubeflow Pipelines v2 / Vertex AI Pipelines: the pipeline compiled to a JSON definition.
+
+TFX's KubeflowV2DagRunner only compiles (protos from kfp-pipeline-spec); submitting
+the file is Vertex's business (docs/scheduling.md shows how). Every component runs in
+`vertex.image`; the Trainer asks for the [vertex] CPU, memory and GPUs, which Vertex
+turns into its machine type and accelerators.
+"""
+import json
+import os
+from typing import Any, Dict
+
+from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
+
+from pipeline import pipeline as pipeline_lib
+from pipeline.configs import Config, ConfigError
+
+ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
+
+
+def trainer_resources(config: Config) -> ResourceSpec:
+    v = config.vertex
+    spec = ResourceSpec(cpu_limit=v.trainer_cpu, memory_limit=v.trainer_memory_gb)
+    if v.trainer_gpus:
+        # With several GPUs on the machine the Trainer's run_fn picks MirroredStrategy.
+        spec.accelerator.type = v.trainer_gpu_type
+        spec.accelerator.count = v.trainer_gpus
+    return spec
+
+
+def compile_pipeline(config: Config, input_base: str, input_pattern: str,
+                     max_perplexity: float, output_file: str) -> Dict[str, Any]:
+    """Writes the PipelineJob JSON to output_file and returns it as a dict."""
+    if "://" in config.run.serving_dir:
+        raise ConfigError(
+            f"run.serving_dir = {config.run.serving_dir!r}: the Pusher publishes a version by "
+            "renaming a finished copy, which object stores cannot do atomically; on Vertex use "
+            "the bucket's Cloud Storage FUSE path, e.g. /gcs/BUCKET/serving")
+    tfx_pipeline = pipeline_lib.create_pipeline(config, input_base, input_pattern,
+                                                max_perplexity)
+    # Vertex keeps ML Metadata itself: a connection config would only mislead readers.
+    tfx_pipeline.metadata_connection_config = None
+    for component in tfx_pipeline.components:
+        if component.id == "Trainer":
+            component.with_platform_config(trainer_resources(config))
+    runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
+        config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
+            display_name=config.run.pipeline_name, default_image=config.vertex.image),
+        output_dir=os.path.dirname(output_file), output_filename=os.path.basename(output_file))
+    runner.run(tfx_pipeline, write_out=True)
+    with open(output_file, encoding="utf-8") as f:
+        return json.load(f)
