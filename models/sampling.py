@@ -19,10 +19,12 @@ def mask_reserved(logits: tf.Tensor) -> tf.Tensor:
 
 def apply_top_k(logits: tf.Tensor, top_k: tf.Tensor) -> tf.Tensor:
     """Keeps the k largest logits per row; top_k <= 0 keeps all."""
-    vocab_size = tf.shape(logits)[-1]
-    k = tf.where(top_k > 0, tf.minimum(top_k, vocab_size), vocab_size)
-    kth_largest = tf.math.top_k(logits, k=k, sorted=True).values[:, -1:]
-    return tf.where(logits < kth_largest, tf.constant(_NEG, logits.dtype), logits)
+    def keep_top_k():
+        k = tf.minimum(top_k, tf.shape(logits)[-1])
+        kth_largest = tf.math.top_k(logits, k=k, sorted=True).values[:, -1:]
+        return tf.where(logits < kth_largest, tf.constant(_NEG, logits.dtype), logits)
+    # A cond, not arithmetic that keeps all: the sort costs a lot per generated character.
+    return tf.cond(top_k > 0, keep_top_k, lambda: logits)
 
 
 def apply_top_p(logits: tf.Tensor, top_p: tf.Tensor) -> tf.Tensor:
@@ -30,12 +32,14 @@ def apply_top_p(logits: tf.Tensor, top_p: tf.Tensor) -> tf.Tensor:
 
     The most likely id is always kept; top_p >= 1 keeps all.
     """
-    sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")
-    mass_before = tf.math.cumsum(tf.nn.softmax(sorted_logits), axis=-1, exclusive=True)
-    kept = tf.where(mass_before < top_p, sorted_logits, tf.constant(float("inf"), logits.dtype))
-    threshold = tf.reduce_min(kept, axis=-1, keepdims=True)
-    filtered = tf.where(logits < threshold, tf.constant(_NEG, logits.dtype), logits)
-    return tf.cond(top_p < 1.0, lambda: filtered, lambda: logits)
+    def keep_nucleus():
+        sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")
+        mass_before = tf.math.cumsum(tf.nn.softmax(sorted_logits), axis=-1, exclusive=True)
+        kept = tf.where(mass_before < top_p, sorted_logits,
+                        tf.constant(float("inf"), logits.dtype))
+        threshold = tf.reduce_min(kept, axis=-1, keepdims=True)
+        return tf.where(logits < threshold, tf.constant(_NEG, logits.dtype), logits)
+    return tf.cond(top_p < 1.0, keep_nucleus, lambda: logits)
 
 
 def sample(logits, temperature, top_k, top_p, seed_pair) -> tf.Tensor:

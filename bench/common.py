@@ -1,0 +1,68 @@
+"""Timing and reporting helpers shared by the benchmarks.
+
+Every comparison alternates its contenders within each repetition, so slow drift of the
+machine (other load, thermal state) hits all of them alike; reported: median and spread.
+"""
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Dict, List, Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT_DIR = os.path.join(REPO, "bench", "out")
+DOCS_DIR = os.path.join(REPO, "docs")
+SHAKESPEARE = os.path.join(os.path.dirname(REPO), "shared", "data", "tinyshakespeare.txt")
+
+
+def alternate(contenders: Dict[str, Callable[[], float]], repetitions: int) -> Dict[str, List[float]]:
+    """Runs each contender once per repetition, in turn; each returns a measured value."""
+    results: Dict[str, List[float]] = {name: [] for name in contenders}
+    for _ in range(repetitions):
+        for name, run in contenders.items():
+            results[name].append(run())
+    return results
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def summary(values: Sequence[float]) -> Dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}
+
+
+def machine() -> Dict[str, str]:
+    import tensorflow as tf
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "tensorflow": tf.__version__,
+            "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def save(name: str, data: Dict) -> str:
+    os.makedirs(OUT_DIR, exist_ok=True)
+    path = os.path.join(OUT_DIR, f"{name}.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+    return path
+
+
+def load(name: str):
+    path = os.path.join(OUT_DIR, f"{name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
