@@ -174,43 +174,68 @@ def cmd_run(args) -> int:
     from pipeline import corpus as corpus_lib
     config = config_from_args(args)
     data = config.data.path or corpus_lib.download(configs.SHAKESPEARE_URL)
-    corpus = corpus_lib.check(data, config.data.mode, config.data.seq_length,
-                              config.data.eval_fraction, config.data.encoding_errors,
-                              config.data.span_count)
+    corpus = None
+    if corpus_lib.is_remote(data):
+        # Read by Beam's workers (e.g. Dataflow): too big or too far to check here.
+        input_base, pattern = corpus_lib.locate(data)
+    else:
+        corpus = corpus_lib.check(data, config.data.mode, config.data.seq_length,
+                                  config.data.eval_fraction, config.data.encoding_errors,
+                                  config.data.span_count)
+        input_base, pattern = corpus.input_base, corpus.pattern
     bound, bound_reason = perplexity_bound(config, corpus)
-    pipeline_root = os.path.abspath(config.run.pipeline_root)
+    remote_root = corpus_lib.is_remote(config.run.pipeline_root)
+    if remote_root and config.metadata.backend == "sqlite" and not config.metadata.sqlite_path:
+        raise CliError(f"run.pipeline_root = {config.run.pipeline_root}: SQLite cannot live "
+                       "there; set metadata.sqlite_path to a local file or use backend mysql")
+    pipeline_root = config.run.pipeline_root if remote_root else \
+        os.path.abspath(config.run.pipeline_root)
+    local_dirs = [os.path.abspath(config.run.serving_dir)] + ([] if remote_root
+                                                              else [pipeline_root])
+    if config.metadata.backend == "sqlite" and config.metadata.sqlite_path:
+        local_dirs.append(os.path.dirname(os.path.abspath(config.metadata.sqlite_path)))
     try:
-        os.makedirs(pipeline_root, exist_ok=True)
-        os.makedirs(os.path.abspath(config.run.serving_dir), exist_ok=True)
+        for folder in local_dirs:
+            os.makedirs(folder, exist_ok=True)
     except OSError as err:
         raise CliError(f"{err.filename}: cannot create it ({err.strerror}); "
                        "choose writable --pipeline-root / --serving-dir") from None
-    for folder in (pipeline_root, os.path.abspath(config.run.serving_dir)):
+    for folder in local_dirs:
         if not os.access(folder, os.W_OK):
             raise CliError(f"{folder}: not writable; choose writable --pipeline-root / "
                            "--serving-dir")
 
-    from pipeline.lock import LockBusy, PipelineLock
+    from pipeline.lock import LockBusy, PipelineLock, local_lock_dir
     try:
         # Held through the summary: it reads ML Metadata and writes into the root.
-        with PipelineLock(pipeline_root, config.run.lock_timeout):
-            return _run_locked(args, config, corpus, bound, bound_reason, pipeline_root)
+        with PipelineLock(local_lock_dir(pipeline_root, corpus_lib.cache_dir()),
+                          config.run.lock_timeout):
+            return _run_locked(args, config, corpus, input_base, pattern, bound, bound_reason,
+                               pipeline_root)
     except LockBusy as err:
         print(f"textgen: {err}", file=sys.stderr)
         return EXIT_BUSY
 
 
-def _run_locked(args, config, corpus, bound, bound_reason, pipeline_root) -> int:
+def _run_locked(args, config, corpus, input_base, pattern, bound, bound_reason,
+                pipeline_root) -> int:
     _setup_logging(args.verbose)
-    spans = f", span {corpus.spans[0]}-{corpus.spans[-1]}" if corpus.spans else ""
-    print(f"textgen: {len(corpus.files)} file(s){spans}, {corpus.chars:,} characters → "
-          f"{corpus.train_records:,} train / {corpus.eval_records:,} eval records; "
-          f"pipeline root {pipeline_root}", file=sys.stderr)
+    from pipeline import pipeline as pipeline_lib
+    if corpus is not None:
+        spans = f", span {corpus.spans[0]}-{corpus.spans[-1]}" if corpus.spans else ""
+        print(f"textgen: {len(corpus.files)} file(s){spans}, {corpus.chars:,} characters → "
+              f"{corpus.train_records:,} train / {corpus.eval_records:,} eval records; "
+              f"pipeline root {pipeline_root}", file=sys.stderr)
+    else:
+        print(f"textgen: reading {input_base}/{pattern} on the Beam workers; pipeline root "
+              f"{pipeline_root}", file=sys.stderr)
+    print(f"textgen: Beam arguments: {' '.join(pipeline_lib.beam_args(config))}",
+          file=sys.stderr)
     started = time.time()
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
-    from pipeline import pipeline as pipeline_lib, summary
-    tfx_pipeline = pipeline_lib.create_pipeline(
-        config, corpus.input_base, corpus.pattern, max_perplexity=bound)
+    from pipeline import summary
+    tfx_pipeline = pipeline_lib.create_pipeline(config, input_base, pattern,
+                                                max_perplexity=bound)
     try:
         LocalDagRunner().run(tfx_pipeline)
     except Exception as err:  # noqa: BLE001 - report and exit non-zero, state stays in MLMD
@@ -220,6 +245,8 @@ def _run_locked(args, config, corpus, bound, bound_reason, pipeline_root) -> int
     result = summary.collect(pipeline_root, config.metadata, config.run.pipeline_name)
     print(summary.format_summary(result, corpus, bound, bound_reason, config.eval.max_regression))
     model_dir = result.get("pushed_path") if result.get("blessed") else None
+    if corpus is None and config.data.mode == "lines":
+        model_dir = None  # the prompts are first letters of the corpus' lines
     if model_dir and config.run.sample_chars:
         prompts = sample_prompts(config, corpus)
         per_prompt = config.run.sample_chars if len(prompts) == 1 else \

@@ -183,6 +183,10 @@ class Config:
                'must be a list of strings such as ["--direct_num_workers=2"]')
         _check(_is_number(r.lock_timeout) and r.lock_timeout >= 0,
                "run.lock_timeout (--lock-timeout)", r.lock_timeout, "must be >= 0 seconds")
+        _check("://" not in str(r.serving_dir), "run.serving_dir (--serving-dir)", r.serving_dir,
+               "must be a filesystem path: the Pusher publishes a version by renaming a "
+               "finished copy, which object stores cannot do atomically; mount the bucket "
+               "(e.g. Cloud Storage FUSE, /gcs/BUCKET/serving on Vertex)")
         _check(isinstance(r.schedule, str) and r.schedule.strip() != "", "run.schedule",
                r.schedule, "must be a cron expression or an Airflow preset such as @daily")
         _check(md.backend in ("sqlite", "mysql"), "metadata.backend", md.backend,

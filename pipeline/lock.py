@@ -7,6 +7,7 @@ local filesystem: on NFS use one scheduler (Airflow's max_active_runs=1 does thi
 """
 import datetime
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -14,6 +15,17 @@ import time
 from typing import Optional
 
 LOCK_NAME = ".textgen.lock"
+
+
+def local_lock_dir(pipeline_root: str, cache_dir: str) -> str:
+    """The root itself when local; for a remote root (gs://...), a folder on this machine
+    named after it: flock needs a local file, and overlapping cron runs are local."""
+    if "://" not in pipeline_root:
+        return pipeline_root
+    folder = os.path.join(cache_dir, "locks", hashlib.sha256(pipeline_root.encode())
+                          .hexdigest()[:16])
+    os.makedirs(folder, exist_ok=True)
+    return folder
 
 
 class LockBusy(RuntimeError):

@@ -56,6 +56,7 @@ def collect(pipeline_root: str, settings=None, pipeline_name: Optional[str] = No
     """The latest run's summary as a dict (also written as JSON to the pipeline root).
 
     settings: the config's [metadata] section (default: SQLite under the root)."""
+    import tensorflow as tf  # its filesystems: the root may be gs://...
     store = metadata.open_store(pipeline_root, settings)
     runs = metadata.pipeline_runs(store, pipeline_name)
     if not runs:
@@ -88,9 +89,9 @@ def collect(pipeline_root: str, settings=None, pipeline_name: Optional[str] = No
     if model_run is not None:
         for key, name in (("epochs", "epochs.json"), ("warm_start", WARM_START_REPORT)):
             path = os.path.join(model_run.uri, name)
-            if os.path.exists(path):
-                with open(path, encoding="utf-8") as f:
-                    out[key] = json.load(f)
+            if tf.io.gfile.exists(path):
+                with tf.io.gfile.GFile(path, "r") as f:
+                    out[key] = json.loads(f.read())
     baseline = nodes.get("Evaluator") and nodes["Evaluator"].inputs.get("baseline_model")
     out["baseline_model_uri"] = baseline[0].uri if baseline else None
     baseline_id = baseline[0].id if baseline else None
@@ -117,8 +118,8 @@ def collect(pipeline_root: str, settings=None, pipeline_name: Optional[str] = No
     out["pushed"] = bool(pushed is not None and metadata.custom(pushed, "pushed"))
     out["pushed_version"] = metadata.custom(pushed, "pushed_version") if pushed else None
     out["pushed_path"] = metadata.custom(pushed, "pushed_destination") if pushed else None
-    with open(os.path.join(pipeline_root, "last_run_summary.json"), "w", encoding="utf-8") as f:
-        json.dump(out, f, indent=1, default=str)
+    with tf.io.gfile.GFile(os.path.join(pipeline_root, "last_run_summary.json"), "w") as f:
+        f.write(json.dumps(out, indent=1, default=str))
     return out
 
 

@@ -13,7 +13,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
 from pipeline import pipeline as pipeline_lib
-from pipeline.configs import Config, ConfigError
+from pipeline.configs import Config
 
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
@@ -31,11 +31,6 @@ def trainer_resources(config: Config) -> ResourceSpec:
 def compile_pipeline(config: Config, input_base: str, input_pattern: str,
                      max_perplexity: float, output_file: str) -> Dict[str, Any]:
     """Writes the PipelineJob JSON to output_file and returns it as a dict."""
-    if "://" in config.run.serving_dir:
-        raise ConfigError(
-            f"run.serving_dir = {config.run.serving_dir!r}: the Pusher publishes a version by "
-            "renaming a finished copy, which object stores cannot do atomically; on Vertex use "
-            "the bucket's Cloud Storage FUSE path, e.g. /gcs/BUCKET/serving")
     tfx_pipeline = pipeline_lib.create_pipeline(config, input_base, input_pattern,
                                                 max_perplexity)
     # Vertex keeps ML Metadata itself: a connection config would only mislead readers.
