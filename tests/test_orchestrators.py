@@ -141,7 +141,8 @@ def test_airflow_dag_needs_a_config_and_a_bound(airflow_home, monkeypatch):
 def test_deploy_dag_file_builds_from_the_environment(airflow_home, monkeypatch):
     config = airflow_home / "env.toml"
     config.write_text(f'[data]\npath = "{airflow_home}/span-{{SPAN}}/*.txt"\n'
-                      f'[run]\npipeline_root = "{airflow_home}/root"\n[eval]\nmax_perplexity = 9.0\n')
+                      f'[run]\npipeline_root = "{airflow_home}/root"\n'
+                      '[eval]\nmax_perplexity = 9.0\n')
     monkeypatch.setenv("TEXTGEN_CONFIG", str(config))
     import runpy
     dag_file = os.path.join(os.path.dirname(os.path.dirname(__file__)), "deploy", "airflow",

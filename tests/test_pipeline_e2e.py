@@ -34,6 +34,15 @@ TINY = ["--epochs", "2", "--steps-per-epoch", "15", "--eval-steps", "5", "--batc
         "--seq-length", "40", "--sample-chars", "60"]
 
 
+def run_cli(argv, root, serving, capsys):
+    """`textgen` in-process: exit code, printed summary, its JSON form, served versions."""
+    code = cli.main(argv)
+    out = capsys.readouterr().out
+    with open(os.path.join(root, "last_run_summary.json"), encoding="utf-8") as f:
+        summary = json.load(f)
+    return {"code": code, "out": out, "summary": summary, "versions": pusher.versions(serving)}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
@@ -43,12 +52,7 @@ def runs(tmp_path_factory):
     results = []
 
     def run(extra, capsys):
-        code = cli.main(base + extra)
-        out = capsys.readouterr().out
-        with open(os.path.join(root, "last_run_summary.json"), encoding="utf-8") as f:
-            summary = json.load(f)
-        results.append({"code": code, "out": out, "summary": summary,
-                        "versions": pusher.versions(serving)})
+        results.append(run_cli(base + extra, root, serving, capsys))
         return results[-1]
 
     return {"run": run, "root": root, "serving": serving, "results": results}
