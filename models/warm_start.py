@@ -6,11 +6,13 @@ rather than through a Trainer input (a `base_model` channel from the blessed-mod
 resolver) because such an input changes whenever a model gets blessed, which would
 turn a re-run with no new data into a cache miss and a new training.
 
-The weights carry over when the new vocabulary has exactly the old characters and the
-network has the same shape. tf.Transform orders the vocabulary by frequency, so a new
-span usually reorders it: the embedding rows and output columns are permuted to match.
-A new character (the vocabulary grew) or a changed shape means a fresh start, and the
-report says why.
+The weights carry over when every character of the new vocabulary is in the old one
+and the network has the same shape. tf.Transform orders the vocabulary by frequency,
+so a new span usually reorders it: the embedding rows and output columns are gathered
+in the new order. A span without some rare character (a smaller vocabulary) drops
+that character's row and column. A new character (the vocabulary grew) has no trained
+row to start from, and a changed shape has no weights that fit: both mean a fresh
+start, and the report says why.
 """
 import json
 import logging
@@ -77,13 +79,11 @@ def plan(vocab: List[str], model_settings: Dict[str, Any], mode: str,
     report = {"warm_start": False, "version": version, "from": path}
     old_vocab = info["vocab"]
     added, removed = set(vocab) - set(old_vocab), set(old_vocab) - set(vocab)
-    if added and not removed:
+    if added:
+        gone = f"; {len(removed)} gone" if removed else ""
         report["reason"] = (f"the vocabulary grew by {len(added)} character(s) since version "
-                            f"{version} ({_chars(added)}): new embedding rows, fresh start")
-    elif added or removed:
-        report["reason"] = (f"the vocabulary changed since version {version} "
-                            f"({len(added)} new: {_chars(added)}; {len(removed)} gone: "
-                            f"{_chars(removed)}): fresh start")
+                            f"{version} ({_chars(added)}{gone}): no trained embedding rows "
+                            "for them")
     elif info.get("mode") != mode:
         report["reason"] = (f"data.mode changed since version {version} "
                             f"({info.get('mode')} → {mode}): fresh start")
@@ -91,6 +91,10 @@ def plan(vocab: List[str], model_settings: Dict[str, Any], mode: str,
         report["reason"] = (f"the model's shape changed since version {version} "
                             f"({'; '.join(_shape_change(info.get('model', {}), model_settings))})"
                             ": fresh start")
+    elif removed:
+        report.update(warm_start=True, reason=(
+            f"warm start from version {version} ({len(vocab)} of its {len(old_vocab)} "
+            f"characters; {_chars(removed)} not in this data, dropped)"))
     else:
         report.update(warm_start=True, reason=(
             f"warm start from version {version} (same {len(vocab)} characters"
@@ -99,15 +103,15 @@ def plan(vocab: List[str], model_settings: Dict[str, Any], mode: str,
 
 
 def permutation(old_vocab: List[str], new_vocab: List[str]) -> List[int]:
-    """new id → old id, for vocabularies holding the same characters."""
+    """new id → old id; every character of new_vocab must be in old_vocab."""
     old_id = {c: i + features.NUM_RESERVED_IDS for i, c in enumerate(old_vocab)}
     return list(range(features.NUM_RESERVED_IDS)) + [old_id[c] for c in new_vocab]
 
 
 def load_weights(model: tf_keras.Model, vocab: List[str], model_dir: str,
                  build_model) -> None:
-    """Sets `model`'s weights from the SavedModel in model_dir (same characters, same
-    shape), permuting the vocabulary axis to `vocab`'s order."""
+    """Sets `model`'s weights from the SavedModel in model_dir (a superset of `vocab`'s
+    characters, same shape), gathering the vocabulary axis in `vocab`'s order."""
     info = read_model_info(model_dir)
     old_vocab = info["vocab"]
     old = build_model(len(old_vocab) + features.NUM_RESERVED_IDS, **info["model"])

@@ -64,7 +64,31 @@ def test_a_grown_vocabulary_starts_fresh_and_says_why(serving_dir):
     assert "grew by 1 character(s) since version 7 ('z')" in report["reason"]
     changed = TINY_VOCAB[:-1] + ["z"]
     report = warm_start.plan(changed, SHAPE, "stream", warm_start.latest_served(serving_dir))
-    assert not report["warm_start"] and "changed" in report["reason"] and "'é'" in report["reason"]
+    assert not report["warm_start"] and "grew by 1" in report["reason"]
+    assert "1 gone" in report["reason"]
+
+
+def test_a_smaller_vocabulary_keeps_the_rows_of_the_remaining_characters(serving_dir):
+    served = warm_start.latest_served(serving_dir)
+    fewer = [c for c in reversed(TINY_VOCAB) if c not in "é:"]
+    report = warm_start.plan(fewer, SHAPE, "stream", served)
+    assert report["warm_start"]
+    assert f"{len(fewer)} of its {len(TINY_VOCAB)} characters" in report["reason"]
+    assert "':'" in report["reason"] and "'é'" in report["reason"]
+    new = build_tiny_model(fewer, seed=5)
+    warm_start.load_weights(new, fewer, served[1], char_model.build_model)
+    old = build_tiny_model(TINY_VOCAB)
+    warm_start.load_weights(old, TINY_VOCAB, served[1], char_model.build_model)
+    old_id = {c: i + features.NUM_RESERVED_IDS for i, c in enumerate(TINY_VOCAB)}
+    rows = [0, 1] + [old_id[c] for c in fewer]
+    np.testing.assert_array_equal(new.get_layer("embedding").get_weights()[0],
+                                  old.get_layer("embedding").get_weights()[0][rows])
+    kernel, bias = old.get_layer("logits").get_weights()
+    new_kernel, new_bias = new.get_layer("logits").get_weights()
+    np.testing.assert_array_equal(new_kernel, kernel[:, rows])
+    np.testing.assert_array_equal(new_bias, bias[rows])
+    np.testing.assert_array_equal(new.get_layer("rnn_0").get_weights()[0],
+                                  old.get_layer("rnn_0").get_weights()[0])
 
 
 def test_another_shape_or_mode_starts_fresh(serving_dir):
