@@ -54,6 +54,13 @@ def _add_serve_parser(sub) -> None:
                    help="serve only this version (default: always the latest)")
     p.add_argument("--max-num-chars", type=int, default=10_000,
                    help="largest num_chars one request may ask for (default 10000)")
+    p.add_argument("--max-batch-chars", type=int, default=200_000,
+                   help="largest rows × (longest prompt + num_chars) one request may ask for: "
+                        "the characters the model steps through (default 200000)")
+    p.add_argument("--request-timeout", type=float, default=300.0,
+                   help="seconds a request may run in the model before it is cancelled with "
+                        "DEADLINE_EXCEEDED (default 300; a gRPC client's deadline cuts it "
+                        "earlier)")
     p.add_argument("--max-message-mb", type=float, default=64,
                    help="largest gRPC message / REST body in MiB (default 64)")
     p.add_argument("--threads", type=int, default=None,
@@ -141,6 +148,11 @@ def _check_serve_args(args) -> None:
         raise _cli_error(f"--poll-seconds {args.poll_seconds}: give a number >= 0")
     if args.max_num_chars < 1:
         raise _cli_error(f"--max-num-chars {args.max_num_chars}: give a positive number")
+    if args.max_batch_chars < 1:
+        raise _cli_error(f"--max-batch-chars {args.max_batch_chars}: give a positive number")
+    if not (math.isfinite(args.request_timeout) and args.request_timeout > 0):
+        raise _cli_error(f"--request-timeout {args.request_timeout}: give a positive number "
+                         "of seconds")
     if not (math.isfinite(args.max_message_mb) and args.max_message_mb > 0):
         raise _cli_error(f"--max-message-mb {args.max_message_mb}: give a positive number")
     if args.threads is not None and args.threads < 1:
@@ -165,7 +177,9 @@ def cmd_serve(args) -> int:
             os.path.abspath(args.model_dir), model_name=args.model_name, host=args.host,
             port=args.port, rest_port=None if args.no_rest else args.rest_port,
             poll_seconds=args.poll_seconds, version=args.version,
-            limits=signatures.Limits(max_num_chars=args.max_num_chars),
+            limits=signatures.Limits(max_num_chars=args.max_num_chars,
+                                     max_batch_chars=args.max_batch_chars,
+                                     request_timeout=args.request_timeout),
             max_message_bytes=int(args.max_message_mb * (1 << 20)), num_threads=args.threads)
         server.start()
     except OSError as err:

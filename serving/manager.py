@@ -11,8 +11,12 @@ The rules are TF Serving's (FileSystemStoragePathSource, AvailabilityPreservingP
 - a version that fails to load is reported (state END with the error) while the version
   before it keeps serving; it is tried again when its files change (TF Serving retries
   on a timer instead);
-- a base path without versions unloads everything (TF Serving's default); one that
-  cannot be listed changes nothing.
+- when the served version's directory is removed, the next lower version that loads
+  takes over; when none is left on disk, the loaded version keeps serving from memory
+  (TF Serving unloads everything then; but an emptied directory is more often a mistake
+  or a vanished mount than a wish to stop serving, and a loaded model needs no files).
+  A version served from memory whose directory comes back is loaded again from it;
+- a base path that cannot be listed changes nothing.
 """
 import contextlib
 import logging
@@ -85,6 +89,7 @@ class ModelManager:
         self._loaded: Dict[int, _Loaded] = {}
         self._status: Dict[int, VersionStatus] = {}
         self._failed: Dict[int, tuple] = {}  # version → fingerprint of the files that failed
+        self._from_memory: set = set()  # loaded versions whose directory is gone
         self._last_note = ""
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -130,6 +135,8 @@ class ModelManager:
             self.polls += 1
 
     def _follow_policy(self, on_disk: Dict[int, str]) -> None:
+        with self._lock:
+            self._from_memory.update(v for v in self._loaded if v not in on_disk)
         candidates = self._candidates(on_disk)
         target = None
         for version in candidates:
@@ -143,23 +150,22 @@ class ModelManager:
             if target is not None:
                 for version in [v for v in self._loaded if v != target]:
                     self._retire(version)
-            elif not candidates:  # no version on disk for the policy: unload, as TF Serving
-                for version in list(self._loaded):
-                    self._retire(version)
 
     def _candidates(self, on_disk: Dict[int, str]) -> List[int]:
         """Versions the policy would serve, best first."""
+        kept = self.served_versions()
+        kept = f"; still serving version(s) {kept} from memory" if kept else ""
         if self.version_policy is None:
             if not on_disk:
                 self._note(f"No versions of servable {self.name} found under base path "
                            f"{self.base_path}. Did you forget to name your leaf directory as a "
-                           "number (eg. '/1/')?", logging.WARNING)
+                           f"number (eg. '/1/')?{kept}", logging.WARNING)
                 return []
             self._note("")
             return sorted(on_disk, reverse=True)
         if self.version_policy not in on_disk:
             self._note(f"version {self.version_policy} of servable {self.name} is not under "
-                       f"base path {self.base_path} (found: {sorted(on_disk) or 'none'})",
+                       f"base path {self.base_path} (found: {sorted(on_disk) or 'none'}){kept}",
                        logging.WARNING)
             return []
         self._note("")
@@ -174,12 +180,16 @@ class ModelManager:
     def _load_if_new(self, version: int, path: str) -> bool:
         """True once `version` is loaded (now or before); False if it fails to load."""
         with self._lock:
-            if version in self._loaded:
+            if version in self._loaded and version not in self._from_memory:
                 return True
+            # A version served from memory whose directory is back: its files may differ,
+            # so load them; the copy in memory serves until the new one is ready.
+            reloading = version in self._loaded
         fingerprint = _fingerprint(path)
         if self._failed.get(version) == fingerprint:
-            return False
-        self._set_status(VersionStatus(version, LOADING))
+            return reloading
+        if not reloading:
+            self._set_status(VersionStatus(version, LOADING))
         logger.info("Loading servable version {name: %s version: %d} from %s",
                     self.name, version, path)
         try:
@@ -187,19 +197,26 @@ class ModelManager:
         except Exception as err:  # noqa: BLE001 - any failure keeps the old version serving
             self._failed[version] = fingerprint
             message = getattr(err, "message", None) or str(err) or type(err).__name__
-            self._set_status(VersionStatus(version, END, code_of(err), message))
+            if not reloading:
+                self._set_status(VersionStatus(version, END, code_of(err), message))
             self._on_load_attempt(path, False)
             with self._lock:
                 serving = sorted(self._loaded)
             logger.error("Loading servable version {name: %s version: %d} failed: %s: %s; "
                          "still serving %s", self.name, version, code_of(err), message,
                          f"version(s) {serving}" if serving else "nothing")
-            return False
+            return reloading
         self._failed.pop(version, None)
         self._on_load_attempt(path, True)
         with self._lock:
+            previous = self._loaded.get(version)
             self._loaded[version] = _Loaded(servable)
             self._status[version] = VersionStatus(version, AVAILABLE)
+            self._from_memory.discard(version)
+            if previous is not None:  # the copy from memory: unloads after its requests
+                previous.retiring = True
+                if previous.refs == 0:
+                    self._unload(version, previous)
         logger.info("Successfully loaded servable version {name: %s version: %d}",
                     self.name, version)
         return True
@@ -211,6 +228,7 @@ class ModelManager:
     def _retire(self, version: int) -> None:
         """Stops handing out `version`; it unloads when its last request is done. Holds _lock."""
         entry = self._loaded.pop(version)
+        self._from_memory.discard(version)
         entry.retiring = True
         self._status[version] = VersionStatus(version, UNLOADING)
         if entry.refs == 0:

@@ -11,8 +11,10 @@ yields the very same message classes (tests/test_client.py checks both).
 """
 import importlib
 import importlib.util
+import math
 import sys
 import types
+from typing import Optional
 
 import numpy as np
 
@@ -93,11 +95,17 @@ def dtype_of(array: np.ndarray) -> int:
     return _FROM_NUMPY[array.dtype]
 
 
-def make_ndarray(proto) -> np.ndarray:
+# numpy's largest rank (TensorFlow allows 254, but no textgen input has more than 2).
+MAX_RANK = 32
+
+
+def make_ndarray(proto, max_bytes: Optional[int] = None) -> np.ndarray:
     """TensorProto → numpy array, with TensorFlow's Tensor::FromProto rules.
 
     Typed value fields may hold fewer values than the shape has elements: the last value
-    fills the rest (none at all means zeros). Raises ValueError for a malformed proto.
+    fills the rest (none at all means zeros). That lets a few bytes describe a tensor of
+    any size, so `max_bytes` bounds the memory the array may take. Raises ValueError for
+    a malformed proto or one above the bound.
     """
     np_type, field, _ = _TYPES.get(proto.dtype, (None, None, None))
     if np_type is None:
@@ -105,23 +113,37 @@ def make_ndarray(proto) -> np.ndarray:
     if proto.tensor_shape.unknown_rank:
         raise ValueError("the tensor has no shape (unknown rank)")
     shape = [dim.size for dim in proto.tensor_shape.dim]
+    if len(shape) > MAX_RANK:
+        raise ValueError(f"the tensor has {len(shape)} dimensions; at most {MAX_RANK} are "
+                         "supported")
     if any(size < 0 for size in shape):
         raise ValueError(f"the tensor's shape {shape} has a negative dimension")
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # a Python int: np.prod would wrap around for huge shapes
+    itemsize = np.dtype(np_type).itemsize
+    if max_bytes is not None and count * itemsize > max_bytes:
+        raise ValueError(f"the tensor's shape {shape} has {count} elements ({count * itemsize} "
+                         f"bytes), more than this server accepts ({max_bytes} bytes in all)")
     if proto.tensor_content and np_type is not object:
+        if len(proto.tensor_content) % itemsize:
+            raise ValueError(f"tensor_content has {len(proto.tensor_content)} bytes, not a "
+                             f"multiple of {itemsize} ({dtype_name(proto.dtype)})")
         flat = np.frombuffer(proto.tensor_content, dtype=np_type)
         if flat.size != count:
             raise ValueError(f"tensor_content holds {flat.size} values; shape {shape} "
                              f"needs {count}")
         return flat.reshape(shape).copy()
     values = getattr(proto, field)
-    if np_type is object:
-        flat = np.empty(len(values), dtype=object)
-        flat[:] = list(values)
-    elif proto.dtype == types_pb2.DT_HALF:
-        flat = np.array(values, dtype=np.uint16).view(np.float16)
-    else:
-        flat = np.array(values, dtype=np_type)
+    try:
+        if np_type is object:
+            flat = np.empty(len(values), dtype=object)
+            flat[:] = list(values)
+        elif proto.dtype == types_pb2.DT_HALF:
+            flat = np.array(values, dtype=np.uint16).view(np.float16)
+        else:
+            flat = np.array(values, dtype=np_type)
+    except OverflowError as err:  # an int_val out of range of int8, uint16, ...
+        raise ValueError(f"{field} holds a value out of range for "
+                         f"{dtype_name(proto.dtype)} ({err})") from None
     if flat.size >= count:
         flat = flat[:count]
     elif flat.size:

@@ -61,7 +61,8 @@ def _leaf(value, dtype: int):
         raise type_error
     if dtype in _FLOAT_TYPES and isinstance(value, (int, float)):
         limit = float(np.finfo(protos.numpy_type(dtype)).max)
-        if math.isfinite(value) and abs(value) > limit:
+        # An int is compared as it is: math.isfinite(10**400) raises OverflowError.
+        if (isinstance(value, int) or math.isfinite(value)) and abs(value) > limit:
             raise ValueError(f"Cannot convert JSON value: {_json_text(value)} to "
                              f"{protos.dtype_name(dtype)} without loss of precision.")
         return value
@@ -79,6 +80,9 @@ def json_to_array(value, dtype: int) -> np.ndarray:
     probe = value
     while isinstance(probe, list):
         shape.append(len(probe))
+        if len(shape) > protos.MAX_RANK:
+            raise ValueError(f"lists nested more than {protos.MAX_RANK} deep; a tensor has at "
+                             f"most {protos.MAX_RANK} dimensions")
         probe = probe[0] if probe else None
     flat = []
 
@@ -147,6 +151,9 @@ def decode_predict_request(body: bytes, signature_inputs: Callable[[str], Mappin
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise invalid_argument(f"JSON Parse error: {err}") from None
+    except RecursionError:  # Python's parser recurses once per nested array or object
+        raise invalid_argument("JSON Parse error: arrays or objects nested too deeply (a "
+                               f"tensor has at most {protos.MAX_RANK} dimensions)") from None
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {_json_text(doc)} Is not object")
     signature_name = doc.get("signature_name", "")

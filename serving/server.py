@@ -25,6 +25,7 @@ import grpc
 from google.protobuf import json_format
 
 from serving import protos, rest, signatures
+from serving.deadlines import CancelToken, Watchdog
 from serving.errors import CODE_NAMES, HTTP_STATUS, ServingError, invalid_argument
 from serving.manager import ModelManager
 from serving.metrics import METRICS_PATH, Metrics
@@ -47,17 +48,28 @@ class ServingCore:
         self.manager = manager
         self.limits = limits
         self.metrics = metrics
+        self.watchdog = Watchdog()
 
     @contextlib.contextmanager
     def servable(self, name: str, version: Optional[int] = None, label: str = ""):
-        if label:
-            # Labels come from a model config file, which this server does not read.
-            raise invalid_argument(f"Unrecognized servable version label: {label}")
+        _refuse_label(label)
         with self.manager.acquire(name, version) as servable:
             yield servable
 
-    def predict(self, servable, signature_name, inputs, output_filter=()):
-        return servable.predict(signature_name, inputs, output_filter, self.limits)
+    def status(self, name: str, version: Optional[int] = None, label: str = ""):
+        _refuse_label(label)
+        return _status_response(self.manager.status(name, version))
+
+    def predict(self, servable, signature_name, inputs, output_filter=(),
+                cancel: Optional[CancelToken] = None):
+        """Runs the model, cancelled after limits.request_timeout (or by `cancel`)."""
+        cancel = cancel or CancelToken()
+        timeout = self.limits.request_timeout
+        message = (f"the request ran longer than {timeout:g} s, this server's limit "
+                   "(`textgen serve --request-timeout` sets it); ask for fewer rows or "
+                   "characters")
+        with self.watchdog.guard(timeout, cancel, message):
+            return servable.predict(signature_name, inputs, output_filter, self.limits, cancel)
 
     @contextlib.contextmanager
     def observe(self, api: str, entrypoint: str, model_name: str):
@@ -84,6 +96,12 @@ class ServingCore:
             details = "".join(f" {key}={value}" for key, value in note.items())
             logger.debug("%s %s model=%s%s -> %s in %.1f ms", entrypoint, api, model_name,
                          details, status, seconds * 1e3)
+
+
+def _refuse_label(label: str) -> None:
+    if label:
+        # Labels come from a model config file, which this server does not read.
+        raise invalid_argument(f"Unrecognized servable version label: {label}")
 
 
 def _version_choice(spec):
@@ -129,6 +147,63 @@ def _grpc_call(core: ServingCore, context, api: str, model_name: str, handler):
         context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
 
 
+class _Undecodable:
+    """A request whose bytes do not parse as the method's message."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+class _ParseErrorInterceptor(grpc.ServerInterceptor):
+    """Answers requests that do not parse with INVALID_ARGUMENT, naming the reason.
+
+    gRPC itself answers them with INTERNAL ("Exception deserializing request!"), which
+    blames the server for a client's bytes (e.g. a string field that is not UTF-8).
+    """
+
+    def __init__(self, core: ServingCore):
+        self._core = core
+        self._handlers = {}  # method → wrapped handler (gRPC asks for each call)
+        self._lock = threading.Lock()
+
+    def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        with self._lock:
+            if method in self._handlers:
+                return self._handlers[method]
+        handler = continuation(handler_call_details)
+        if handler is not None and handler.unary_unary is not None \
+                and handler.request_deserializer is not None:
+            handler = self._wrap(method, handler)
+        with self._lock:
+            self._handlers[method] = handler
+        return handler
+
+    def _wrap(self, method: str, handler):
+        parse, behaviour = handler.request_deserializer, handler.unary_unary
+        api = method.rsplit("/", 1)[-1]
+
+        def tolerant_parse(data):
+            try:
+                return parse(data)
+            except Exception as err:  # noqa: BLE001 - whatever the parser raises
+                return _Undecodable(f"{type(err).__name__}: {err}")
+
+        def guarded(request, context):
+            if not isinstance(request, _Undecodable):
+                return behaviour(request, context)
+
+            def refuse(note):
+                raise invalid_argument(f"the {api} request does not parse as a protobuf "
+                                       f"message ({request.reason}); string fields such as "
+                                       "model_spec.name must be UTF-8")
+            return _grpc_call(self._core, context, api, "", refuse)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded, request_deserializer=tolerant_parse,
+            response_serializer=handler.response_serializer)
+
+
 def _required_spec(request):
     if not request.HasField("model_spec"):
         raise invalid_argument("Missing ModelSpec")
@@ -138,29 +213,39 @@ def _required_spec(request):
 class PredictionServicer(protos.prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata; Classify, Regress and MultiInference stay UNIMPLEMENTED."""
 
-    def __init__(self, core: ServingCore):
+    def __init__(self, core: ServingCore, max_message_bytes: int):
         self._core = core
+        self._max_message_bytes = max_message_bytes
 
     def Predict(self, request, context):  # noqa: N802 - gRPC's method name
         return _grpc_call(self._core, context, "Predict", request.model_spec.name,
-                          lambda note: self._predict(request, note))
+                          lambda note: self._predict(request, context, note))
 
     def GetModelMetadata(self, request, context):  # noqa: N802
         return _grpc_call(self._core, context, "GetModelMetadata", request.model_spec.name,
                           lambda note: self._metadata(request))
 
-    def _predict(self, request, note):
+    def _predict(self, request, context, note):
         spec = _required_spec(request)
         version, label = _version_choice(spec)
         with self._core.servable(spec.name, version, label) as servable:
             inputs = {}
+            # A TensorProto may describe a tensor far bigger than itself (the last value
+            # repeats to fill the shape): no request may expand beyond the message limit.
+            budget = self._max_message_bytes
             for alias, proto in request.inputs.items():
                 try:
-                    inputs[alias] = protos.make_ndarray(proto)
+                    inputs[alias] = protos.make_ndarray(proto, max_bytes=budget)
                 except ValueError as err:
                     raise invalid_argument(f"tensor parsing error: {alias} ({err})") from None
+                budget -= inputs[alias].nbytes
+            # The RPC ends early when the client cancels or its deadline passes: stop the
+            # model then instead of computing an answer nobody reads.
+            cancel = CancelToken()
+            context.add_callback(lambda: cancel.cancel(
+                "CANCELLED", "the client cancelled the request or its deadline passed"))
             name, outputs = self._core.predict(servable, spec.signature_name, inputs,
-                                               request.output_filter)
+                                               request.output_filter, cancel)
             note.update(version=servable.version, signature=name)
         response = protos.predict_pb2.PredictResponse()
         response.model_spec.name = spec.name
@@ -191,8 +276,8 @@ class ModelServicer(protos.model_service_pb2_grpc.ModelServiceServicer):
     def GetModelStatus(self, request, context):  # noqa: N802
         def status(note):
             spec = _required_spec(request)
-            version = spec.version.value if spec.HasField("version") else None
-            return _status_response(self._core.manager.status(spec.name, version))
+            version, label = _version_choice(spec)
+            return self._core.status(spec.name, version, label)
         return _grpc_call(self._core, context, "GetModelStatus", request.model_spec.name, status)
 
 
@@ -285,7 +370,7 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
             if api == "GetModelMetadata":
                 return self._metadata(core, name, version, label)
             if api == "GetModelStatus":
-                return _to_json(_status_response(core.manager.status(name, version)))
+                return _to_json(core.status(name, version, label))
             raise ServingError("UNIMPLEMENTED", f":{verb} is not implemented by this server; "
                                "textgen's signatures answer :predict")
 
@@ -318,22 +403,34 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             raise _HttpError(411, "chunked request bodies are not supported: send Content-Length")
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        if length is None:
             raise _HttpError(411, "a POST needs a Content-Length header")
-        limit = self.server.max_body_bytes
-        if int(length) > limit:
-            if int(length) <= 4 * limit:
-                # Read it off the socket: closing on unread data makes the client see a
-                # connection reset instead of this answer.
-                remaining = int(length)
-                while remaining > 0:
-                    chunk = self.rfile.read(min(1 << 16, remaining))
-                    if not chunk:
-                        break
-                    remaining -= len(chunk)
-            raise _HttpError(413, f"the request body has {int(length)} bytes, more than this "
-                                  f"server's limit of {limit} (textgen serve --max-message-mb)")
-        return self.rfile.read(int(length))
+        # Not str.isdigit(): that accepts "²", which int() refuses.
+        if not re.fullmatch(r"[0-9]+", length):
+            raise _HttpError(400, f"Content-Length {length!r} is not a number of bytes")
+        length, limit = int(length), self.server.max_body_bytes
+        try:
+            if length > limit:
+                if length <= 4 * limit:
+                    # Read it off the socket: closing on unread data makes the client see a
+                    # connection reset instead of this answer.
+                    remaining = length
+                    while remaining > 0:
+                        chunk = self.rfile.read(min(1 << 16, remaining))
+                        if not chunk:
+                            break
+                        remaining -= len(chunk)
+                raise _HttpError(413, f"the request body has {length} bytes, more than this "
+                                      f"server's limit of {limit} (textgen serve "
+                                      "--max-message-mb)")
+            body = self.rfile.read(length)
+        except TimeoutError:
+            raise _HttpError(408, f"the request body did not arrive within {self.timeout} s "
+                                  "of the last bytes received") from None
+        if len(body) < length:
+            raise _HttpError(400, f"the request body ended after {len(body)} of the "
+                                  f"{length} bytes its Content-Length announced")
+        return body
 
     def _send(self, status: int, payload: bytes, content_type: str) -> None:
         self.send_response(status)
@@ -373,7 +470,7 @@ class Server:
       port, rest_port: 0 picks a free port; rest_port None disables REST.
       poll_seconds: how often model_dir is polled for versions (0: only at start).
       version: serve this version only (None: the latest).
-      limits: server-side bounds on requests (max num_chars).
+      limits: server-side bounds on requests (num_chars, batch × characters, run time).
       max_message_bytes: largest gRPC message and REST body accepted or sent.
       num_threads: request threads per protocol (TF Serving's default: 4 per CPU).
     """
@@ -422,11 +519,12 @@ class Server:
     def _start_grpc(self) -> None:
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(self._num_threads, thread_name_prefix="grpc"),
+            interceptors=[_ParseErrorInterceptor(self.core)],
             options=[("grpc.so_reuseport", 0),  # a second server must not share the port
                      ("grpc.max_receive_message_length", self._max_message_bytes),
                      ("grpc.max_send_message_length", self._max_message_bytes)])
         protos.prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.core), self._grpc)
+            PredictionServicer(self.core, self._max_message_bytes), self._grpc)
         protos.model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.core), self._grpc)
         try:
@@ -459,6 +557,7 @@ class Server:
         if self._grpc is not None:
             self._grpc.stop(grace).wait()
             self._grpc = None
+        self.core.watchdog.close()
         self.manager.stop()
 
     def __enter__(self) -> "Server":

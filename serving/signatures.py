@@ -24,8 +24,17 @@ INIT_OP_SIGNATURE = "__saved_model_init_op"
 
 @dataclass(frozen=True)
 class Limits:
-    """Server-side bounds on what one request may ask for."""
+    """Server-side bounds on what one request may ask for.
+
+    max_num_chars: the largest `num_chars` of a generate call.
+    max_batch_chars: the largest rows × (longest prompt + num_chars): the characters one
+      request makes the model step through, which is what its cost grows with.
+    request_timeout: seconds a request may run in the model before it is cancelled
+      (DEADLINE_EXCEEDED); a gRPC client's shorter deadline cuts it earlier.
+    """
     max_num_chars: int = 10_000
+    max_batch_chars: int = 200_000
+    request_timeout: float = 300.0
 
 
 DEFAULT_LIMITS = Limits()
@@ -39,13 +48,17 @@ def read_signature_defs(model_path: str) -> Dict[str, "protos.meta_graph_pb2.Sig
             data = f.read()
     except OSError as err:
         raise ServingError("NOT_FOUND", f"{path}: cannot read it ({err.strerror}); a model "
-                           "version directory must hold a SavedModel") from None
+                           "version directory must hold a SavedModel: re-push the version or "
+                           "remove the directory") from None
     saved_model = protos.saved_model_pb2.SavedModel()
     try:
         saved_model.ParseFromString(data)
     except DecodeError as err:
         raise ServingError("DATA_LOSS", f"{path}: not a SavedModel ({err}); re-export or "
                            "re-push this version") from None
+    if not saved_model.meta_graphs:  # an empty file parses as an empty SavedModel
+        raise ServingError("DATA_LOSS", f"{path}: holds no MetaGraph ({len(data)} bytes; "
+                           "empty or truncated); re-export or re-push this version")
     tags_seen = []
     for meta_graph in saved_model.meta_graphs:
         tags = list(meta_graph.meta_info_def.tags)
@@ -122,6 +135,7 @@ def prepare_inputs(signature_name: str, signature_def, inputs: Mapping[str, np.n
         kinds, check = _VALUE_CHECKS.get(alias, ("", None))
         if array.dtype.kind in kinds:
             check(alias, array, limits)
+    _check_batch_chars(feeds, limits)
     return feeds
 
 
@@ -201,6 +215,31 @@ def _check_text(alias, array, limits):
                                    "one character")
 
 
+def _check_batch_chars(feeds: Mapping[str, np.ndarray], limits: Limits) -> None:
+    """Bounds the model steps of one request: each row steps through its prompt, then
+    generates num_chars (one step per character for the one-step signature's `chars`)."""
+    for alias in _TEXT_INPUTS:
+        texts = feeds.get(alias)
+        if texts is None or texts.dtype.kind not in "OSU":
+            continue
+        num_chars = int(feeds["num_chars"].max(initial=0)) if "num_chars" in feeds else 0
+        longest = max((_char_count(t) for t in texts.ravel()), default=0)
+        total = texts.size * (longest + num_chars)
+        if total > limits.max_batch_chars:
+            raise invalid_argument(
+                f"{alias} has {texts.size} rows × ({longest} characters in the longest row + "
+                f"num_chars {num_chars}) = {total} characters to run, more than this server's "
+                f"limit of {limits.max_batch_chars} (`textgen serve --max-batch-chars` sets "
+                "it); send fewer rows, shorter prompts or a smaller num_chars")
+
+
+def _char_count(value) -> int:
+    """Characters as the graph splits them: UTF-8, a bad byte counting as one."""
+    if isinstance(value, str):
+        return len(value)
+    return len(bytes(value).decode("utf-8", "replace"))
+
+
 # input name → (numpy dtype kinds the check applies to, check)
 _VALUE_CHECKS = {
     "num_chars": ("iu", _check_num_chars),
@@ -210,3 +249,4 @@ _VALUE_CHECKS = {
     "chars": ("O", _check_text),
     "prompts": ("O", _check_text),
 }
+_TEXT_INPUTS = ("prompts", "chars")

@@ -145,20 +145,24 @@ def test_an_old_version_unloads_only_after_its_requests_finish(tmp_path):
     manager.stop()
 
 
-def test_removing_versions_rolls_back_or_unloads(tmp_path):
+def test_removing_versions_rolls_back_then_serves_from_memory(tmp_path):
     fake_version(tmp_path, 1)
     fake_version(tmp_path, 2)
-    manager = ModelManager("m", str(tmp_path), CountingLoader(), poll_seconds=0)
+    loader = CountingLoader()
+    manager = ModelManager("m", str(tmp_path), loader, poll_seconds=0)
     manager.start()
     shutil.rmtree(tmp_path / "2")
     manager.poll()
     assert served(manager) == 1
     shutil.rmtree(tmp_path / "1")
     manager.poll()
-    with pytest.raises(ServingError) as caught:
-        served(manager)
-    assert caught.value.message == "Servable not found for request: Latest(m)"
-    assert set(states(manager).values()) == {END}
+    manager.poll()
+    assert served(manager) == 1  # the last version stays, from memory (TF Serving unloads)
+    assert states(manager) == {2: END, 1: AVAILABLE}
+    assert loader.calls == [2, 1]
+    fake_version(tmp_path, 1)  # back on disk: its files are read again
+    manager.poll()
+    assert served(manager) == 1 and loader.calls == [2, 1, 1]
     manager.stop()
 
 
