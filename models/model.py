@@ -3,6 +3,7 @@
 Reads like the tutorial's model; the TFX parts are `input_fn` (Transform output →
 (inputs, targets) batches) and `run_fn` (train, then export the serving signatures).
 """
+import hashlib
 import json
 import logging
 import os
@@ -188,6 +189,45 @@ class EpochReport(tf_keras.callbacks.Callback):
             f.write(json.dumps(self.history, indent=1))
 
 
+class KeepBestWeights(tf_keras.callbacks.Callback):
+    """Restores, when training ends, the weights of the epoch with the lowest eval loss.
+
+    Long runs overfit (the tutorial's 20 epochs memorise the text); the Evaluator should
+    judge the best model the run saw, not its last state.
+    """
+
+    def __init__(self, monitor: str = "val_loss"):
+        super().__init__()
+        self.monitor = monitor
+        self.best, self.best_epoch, self.best_weights = float("inf"), None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value < self.best:
+            self.best, self.best_epoch = float(value), epoch + 1
+            self.best_weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+            logger.info("keeping the weights of epoch %d (lowest %s %.4f)", self.best_epoch,
+                        self.monitor, self.best)
+
+
+def backup_dir(fn_args) -> str:
+    """Where an interrupted training's last completed epoch is kept, stable across re-runs.
+
+    TFX gives every execution a new run directory, so the backup lives beside them,
+    keyed by everything that determines the training: a re-run of the same training
+    (after a kill -9, say) resumes from its last completed epoch instead of from scratch.
+    """
+    key = hashlib.sha256(json.dumps(
+        [fn_args.custom_config, fn_args.transform_output, sorted(fn_args.train_files)],
+        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    trainer_dir = os.path.dirname(os.path.dirname(fn_args.model_run_dir.rstrip("/")))
+    return os.path.join(trainer_dir, "backup", key)
+
+
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (wired by dotted path `models.model.run_fn`).
 
@@ -222,6 +262,7 @@ def run_fn(fn_args) -> None:
         options.experimental_distribute.auto_shard_policy = \
             tf.data.experimental.AutoShardPolicy.DATA
         train_ds, eval_ds = train_ds.with_options(options), eval_ds.with_options(options)
+    tf_keras.mixed_precision.set_global_policy(train.get("precision", "float32"))
     with strategy.scope():
         model = compile_model(build_model(vocab_size, **model_settings), train["learning_rate"])
         started = warm_start.apply(
@@ -238,14 +279,21 @@ def run_fn(fn_args) -> None:
             os.path.join(run_dir, "checkpoints", "epoch-{epoch:03d}.weights.h5"),
             save_weights_only=True),
         report,
+        tf_keras.callbacks.BackupAndRestore(backup_dir(fn_args)),
     ]
+    if train.get("keep_best", True):
+        callbacks.append(KeepBestWeights())
     logger.info("training: vocabulary %d characters (+%d reserved ids), %s",
                 len(vocab), features.NUM_RESERVED_IDS, json.dumps(model_settings))
-    model.fit(train_ds, epochs=train["epochs"], steps_per_epoch=steps_per_epoch,
-              validation_data=eval_ds, callbacks=callbacks,
-              verbose=1 if sys.stdout.isatty() else 2)
-    # Every worker of a cluster takes part in saving (collective ops); only the chief's
-    # copy lands where the Pusher looks.
-    export_dir = fn_args.serving_model_dir if is_chief() else os.path.join(
-        run_dir, f"worker-{_tf_config().get('task', {}).get('index', 0)}-export")
-    export.save(model, vocab, mode=config["mode"], export_dir=export_dir)
+    try:
+        model.fit(train_ds, epochs=train["epochs"], steps_per_epoch=steps_per_epoch,
+                  validation_data=eval_ds, callbacks=callbacks,
+                  verbose=1 if sys.stdout.isatty() else 2)
+        # Every worker of a cluster takes part in saving (collective ops); only the chief's
+        # copy lands where the Pusher looks.
+        export_dir = fn_args.serving_model_dir if is_chief() else os.path.join(
+            run_dir, f"worker-{_tf_config().get('task', {}).get('index', 0)}-export")
+        export.save(model, vocab, mode=config["mode"], export_dir=export_dir)
+    finally:
+        # The policy is process-wide; other components may run in this process next.
+        tf_keras.mixed_precision.set_global_policy("float32")

@@ -44,6 +44,7 @@ RUN_FLAGS = {
     "--batch-size": ("train", "batch_size", int),
     "--learning-rate": ("train", "learning_rate", float),
     "--seed": ("train", "seed", int),
+    "--precision": ("train", "precision", str),
     "--warm-start": ("train", "warm_start", bool),
     "--max-perplexity": ("eval", "max_perplexity", float),
     "--max-regression": ("eval", "max_regression", float),

@@ -12,6 +12,9 @@ from typing import Any, Dict, List, Optional
 SHAKESPEARE_URL = "https://storage.googleapis.com/download.tensorflow.org/data/shakespeare.txt"
 
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
 class ConfigError(ValueError):
     """A setting is invalid; the message names it and says what to do."""
 
@@ -48,6 +51,11 @@ class TrainSettings:
     # Start from the weights of the newest model in the serving directory (the latest
     # blessed one) when it has the same characters and shape; otherwise start fresh.
     warm_start: bool = True
+    # Keras mixed precision: mixed_bfloat16 pays on CPUs with AVX-512 BF16/AMX, mixed_float16
+    # on GPUs; serving signatures stay float32 at their inputs and outputs either way.
+    precision: str = "float32"
+    # Export the weights of the epoch with the lowest eval loss, not the last epoch's.
+    keep_best: bool = True
 
 
 @dataclasses.dataclass
@@ -166,6 +174,8 @@ class Config:
         _check(_is_number(t.learning_rate) and t.learning_rate > 0,
                "train.learning_rate (--learning-rate)", t.learning_rate, "must be > 0")
         _check(isinstance(t.seed, int), "train.seed", t.seed, "must be an integer")
+        _check(t.precision in PRECISIONS, "train.precision (--precision)", t.precision,
+               f"must be one of {', '.join(PRECISIONS)}")
         if e.max_perplexity is not None:
             _check(_is_number(e.max_perplexity) and e.max_perplexity >= 1,
                    "eval.max_perplexity (--max-perplexity)", e.max_perplexity,

@@ -156,3 +156,23 @@ def test_reloads_in_a_fresh_process_at_new_batch_sizes(tiny_model_dir):
     assert out["5"]["text"][0].startswith("ROMEO:") and out["5"]["text"][2].startswith("hé hé")
     assert all(len(t) == len(p) + 12 for t, p in
                zip(out["5"]["text"], ["ROMEO:", "a", "hé hé", "b\n", "cdefg"]))
+
+
+def test_mixed_precision_model_exports_float32_signatures(tmp_path):
+    import tf_keras
+    tf_keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        m = build_tiny_model()
+    finally:
+        tf_keras.mixed_precision.set_global_policy("float32")
+    assert m.get_layer("rnn_0").compute_dtype == "bfloat16"
+    export.save(m, TINY_VOCAB, "stream", str(tmp_path / "m"))
+    loaded = tf.saved_model.load(str(tmp_path / "m"))
+    out = loaded.signatures["serving_default"](
+        chars=tf.constant(["ab"]), states=tf.zeros([1, 16]), temperature=tf.constant([1.0]),
+        seed=tf.constant(3))
+    assert out["states"].dtype == tf.float32
+    text = loaded.signatures["generate"](
+        prompts=tf.constant(["ab"]), num_chars=tf.constant(5), temperature=tf.constant([1.0]),
+        top_k=tf.constant(0), top_p=tf.constant(1.0), seed=tf.constant(3))["text"]
+    assert len(text.numpy()[0].decode()) == 7
