@@ -29,7 +29,7 @@ def _state(nodes) -> str:
     return "ok" if "Pusher" in nodes else "partial"
 
 
-def describe_run(store, context, nodes) -> Dict[str, Any]:
+def describe_run(context, nodes) -> Dict[str, Any]:
     """One run as a dict of plain values (None where the run did not get that far)."""
     examples = _output(nodes, "TextExampleGen", "examples")
     evaluation = _output(nodes, "Evaluator", "evaluation")
@@ -71,7 +71,7 @@ def list_runs(pipeline_root: str, settings=None, pipeline_name: Optional[str] = 
     """Every run, oldest first."""
     store = metadata.open_store(pipeline_root, settings)
     node_of = metadata.execution_nodes(store)
-    rows = [describe_run(store, context, metadata.node_runs(store, context, node_of))
+    rows = [describe_run(context, metadata.node_runs(store, context, node_of))
             for context in metadata.pipeline_runs(store, pipeline_name)]
     versions = metadata.pushed_version_of(
         store, {r["baseline_model_id"] for r in rows if r.get("baseline_model_id")})
