@@ -7,7 +7,6 @@ both at random and as valid requests with random values, so that the checks in f
 the model and the model itself see hostile values too.
 """
 import base64
-import http.client
 import json
 import math
 
@@ -19,6 +18,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from serving import protos
 from serving.signatures import Limits
 from serving.server import Server
+from test_reliability_server import rest_request
 
 STATE_SIZE = 16  # the tiny model: one GRU layer of 16 units
 CLEAN_GRPC_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
@@ -64,7 +64,7 @@ def still_serving(server, channel):
         {"inputs": {"chars": ["a"], "states": [[0.0] * STATE_SIZE],
                     "temperature": [1.0]}}).encode())
     assert status == 200, body
-    status, metrics = get(server, "/monitoring/prometheus/metrics")
+    status, metrics = rest_request(server, "GET", "/monitoring/prometheus/metrics")
     assert 'status="INTERNAL"' not in metrics.decode()
 
 
@@ -206,24 +206,7 @@ def test_grpc_server_still_serves_after_fuzzing(server, channel):
 # --- REST ------------------------------------------------------------------------------------
 
 def post(server, path, body):
-    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=120)
-    try:
-        connection.request("POST", path, body=body,
-                           headers={"Content-Type": "application/json"})
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
-def get(server, path):
-    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=120)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
+    return rest_request(server, "POST", path, body, {"Content-Type": "application/json"})
 
 
 JSON_LEAVES = (st.none() | st.booleans() | ANY_FLOAT | HUGE_INT | st.text(max_size=12)

@@ -1,0 +1,153 @@
+"""Load on loopback (issue 6): 16 clients for 60 s against `textgen serve` in its own
+process, half gRPC and half REST, while two new versions are pushed the Pusher's way.
+No request may fail; the server's memory growth is printed and bounded."""
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from serving.client import GrpcClient, RestClient
+from serving.errors import ServingError
+from test_serving_versions import push
+
+DURATION = 60.0
+# Seconds into the run: versions 2 and 3. Early enough that both take over during the run
+# although loading while 16 clients keep two CPUs busy takes 15-25 s.
+PUSH_AT = (10.0, 25.0)
+CLIENTS_PER_PROTOCOL = 8
+MAX_REQUESTS_PER_CLIENT = 100_000  # a bound on count as well as on time
+STATE_SIZE = 16  # the tiny model
+RSS_GROWTH_BOUND_MB = 500
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+class ServeProcess:
+    """`textgen serve` on free loopback ports; its log lines are collected as they come."""
+
+    def __init__(self, model_dir):
+        textgen = os.path.join(os.path.dirname(sys.executable), "textgen")
+        self.process = subprocess.Popen(
+            [textgen, "serve", "--model-dir", model_dir, "--host", "127.0.0.1", "--port", "0",
+             "--rest-port", "0", "--poll-seconds", "0.5"],
+            stderr=subprocess.PIPE, text=True, errors="replace")
+        self.lines = queue.Queue()
+        threading.Thread(target=lambda: [self.lines.put(line) for line in self.process.stderr],
+                         daemon=True).start()
+        self.log = []
+        while not any("Ctrl-C stops" in line for line in self.log):
+            try:
+                self.log.append(self.lines.get(timeout=300))  # it imports TensorFlow first
+            except queue.Empty:
+                raise AssertionError("textgen serve did not start:\n" + "".join(self.log))
+        banner = self.log[-1]
+        self.grpc_target = re.search(r"gRPC (127\.0\.0\.1:\d+)", banner).group(1)
+        self.rest_url = re.search(r"REST (http://127\.0\.0\.1:\d+)", banner).group(1)
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=120)
+        while not self.lines.empty():
+            self.log.append(self.lines.get())
+        return code
+
+
+def requests_for(step):
+    """Alternates a short generate call and a one-step call."""
+    if step % 2:
+        return {"chars": np.array([b"ab"], dtype=object),
+                "states": np.zeros([1, STATE_SIZE], np.float32),
+                "temperature": np.ones([1], np.float32)}, "serving_default"
+    return {"prompts": np.array([b"ROMEO:", b"a"], dtype=object),
+            "num_chars": np.array(20, np.int32),
+            "temperature": np.full([2], 0.8, np.float32)}, "generate"
+
+
+@pytest.mark.slow
+def test_sixteen_clients_for_a_minute_with_two_pushes_lose_nothing(tmp_path, tiny_model_dir):
+    base = tmp_path / "serving"
+    base.mkdir()
+    push(base, tiny_model_dir, 1)
+    server = ServeProcess(str(base))
+    pid = server.process.pid
+    counts, failures, versions_seen = {}, [], {}
+    started = time.monotonic()
+    stop_at = started + DURATION
+
+    def client_loop(name, client):
+        done = 0
+        with client:
+            while time.monotonic() < stop_at and done < MAX_REQUESTS_PER_CLIENT:
+                inputs, signature = requests_for(done)
+                try:
+                    result = client.predict(inputs, signature)
+                except ServingError as err:
+                    failures.append((name, round(time.monotonic() - started, 1), err))
+                else:
+                    if result.version is not None:
+                        versions_seen.setdefault(name, []).append(result.version)
+                done += 1
+        counts[name] = done
+
+    clients = {f"grpc-{i}": GrpcClient(server.grpc_target, timeout=60)
+               for i in range(CLIENTS_PER_PROTOCOL)}
+    clients.update({f"rest-{i}": RestClient(server.rest_url, timeout=60)
+                    for i in range(CLIENTS_PER_PROTOCOL)})
+    threads = [threading.Thread(target=client_loop, args=item) for item in clients.items()]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(5)  # past the first calls: the baseline is the server under load
+        rss = {"start": rss_mb(pid)}
+        peak = rss["start"]
+        for version, at in enumerate(PUSH_AT, start=2):
+            while time.monotonic() < started + at:
+                time.sleep(1)
+                peak = max(peak, rss_mb(pid))
+            push(base, tiny_model_dir, version)
+        while any(thread.is_alive() for thread in threads):
+            time.sleep(1)
+            peak = max(peak, rss_mb(pid))
+        rss["end"] = rss_mb(pid)
+        # Loading under full load can outlast the run: give the last push time to arrive.
+        with GrpcClient(server.grpc_target, timeout=60) as client:
+            deadline = time.monotonic() + 180
+            while client.predict(*requests_for(0)).version != 3:
+                assert time.monotonic() < deadline, "version 3 was never served"
+                time.sleep(0.5)
+    finally:
+        for thread in threads:
+            thread.join()
+        exit_code = server.stop()
+
+    total = sum(counts.values())
+    growth = rss["end"] - rss["start"]
+    print(f"\nload: {len(clients)} clients × {DURATION:g} s: {total} requests "
+          f"({sum(v for k, v in counts.items() if k.startswith('grpc'))} gRPC, "
+          f"{sum(v for k, v in counts.items() if k.startswith('rest'))} REST), "
+          f"{len(failures)} failed; server RSS {rss['start']:.0f} MB → {rss['end']:.0f} MB "
+          f"(growth {growth:+.0f} MB, peak {peak:.0f} MB)")
+    print("per client:", dict(sorted(counts.items())))
+    assert not failures, failures[:5]
+    assert exit_code == 0, "".join(server.log[-20:])
+    assert all(counts[name] > 0 for name in clients), counts
+    for name, versions in versions_seen.items():
+        assert versions == sorted(versions), f"{name} went back to an older version"
+        assert versions[0] == 1 and versions[-1] >= 2, (name, versions[0], versions[-1])
+    print("versions answered:", {v: sum(vs.count(v) for vs in versions_seen.values())
+                                 for v in (1, 2, 3)})
+    print("".join(line for line in server.log if "servable version" in line))
+    assert growth < RSS_GROWTH_BOUND_MB, f"server RSS grew {growth:.0f} MB"
