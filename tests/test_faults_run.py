@@ -1,0 +1,103 @@
+"""Faults during a run: kill -9 while training and while pushing leave nothing corrupt."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from components import pusher
+from pipeline import metadata
+from conftest import REPO
+
+TEXTGEN = os.path.join(os.path.dirname(sys.executable), "textgen")
+
+
+def corpus(path):
+    lines = [f"line {i}: the quick brown fox jumps over the lazy dog {i % 7}" for i in range(600)]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return str(path)
+
+
+def epochs_done(root):
+    """Epochs reported by the newest Trainer run directory."""
+    reports = sorted(glob.glob(os.path.join(root, "Trainer", "model_run", "*", "epochs.json")),
+                     key=os.path.getmtime)
+    if not reports:
+        return []
+    try:
+        with open(reports[-1], encoding="utf-8") as f:
+            return [e["epoch"] for e in json.load(f)]
+    except ValueError:  # being written
+        return []
+
+
+@pytest.mark.slow
+def test_kill_9_during_training_then_rerun_resumes_and_pushes_once(tmp_path):
+    root, serving = str(tmp_path / "root"), str(tmp_path / "serving")
+    cmd = [TEXTGEN, "run", "--data", corpus(tmp_path / "c.txt"), "--pipeline-root", root,
+           "--serving-dir", serving, "--epochs", "6", "--steps-per-epoch", "40",
+           "--eval-steps", "2", "--batch-size", "16", "--embedding-dim", "16",
+           "--rnn-units", "64", "--seq-length", "40", "--max-perplexity", "1000",
+           "--sample-chars", "0"]
+    killed = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.time() + 600
+    while len(epochs_done(root)) < 2 and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    assert killed.poll() is None, "the run ended before it could be killed"
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    done_before_kill = max(epochs_done(root))
+
+    store = metadata.open_store(root)
+    trainer_states = [r["Trainer"].state for r in
+                      (metadata.node_runs(store, c) for c in metadata.pipeline_runs(store))
+                      if "Trainer" in r]
+    assert "COMPLETE" not in trainer_states
+    assert pusher.versions(serving) == []
+
+    start = time.time()
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    resumed = epochs_done(root)
+    print(f"\nkilled after epoch {done_before_kill}; the re-run trained epochs {resumed} "
+          f"in {time.time() - start:.0f} s")
+    assert resumed[0] == done_before_kill + 1 and resumed[-1] == 6
+    assert len(pusher.versions(serving)) == 1
+    assert not glob.glob(os.path.join(root, "Trainer", "backup", "*", "*"))
+
+
+PUSH_AND_HANG = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, sys.argv[3])
+    from components import pusher
+    def hang_instead_of_renaming(src, dst):
+        print("copied", flush=True)  # the copy is complete, the rename not yet done
+        time.sleep(600)
+    pusher.os.rename = hang_instead_of_renaming
+    pusher.push(sys.argv[1], sys.argv[2], {})
+""")
+
+
+@pytest.mark.slow
+def test_kill_9_during_push_leaves_no_version_and_the_next_push_cleans_up(tmp_path):
+    model = tmp_path / "model"
+    (model / "variables").mkdir(parents=True)
+    (model / "saved_model.pb").write_bytes(b"graph" * 1000)
+    (model / "variables" / "variables.index").write_bytes(b"index")
+    serving = str(tmp_path / "serving")
+    proc = subprocess.Popen([sys.executable, "-c", PUSH_AND_HANG, str(model), serving, REPO],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "copied"
+    proc.kill()
+    proc.wait()
+    assert pusher.versions(serving) == []
+    assert [n for n in os.listdir(serving) if n.startswith(pusher.TMP_PREFIX)]
+    result = pusher.push(str(model), serving, {})
+    assert result["pushed"] and pusher.versions(serving) == [result["version"]]
+    assert not [n for n in os.listdir(serving) if n.startswith(pusher.TMP_PREFIX)]
