@@ -172,9 +172,9 @@ class _ParseErrorInterceptor(grpc.ServerInterceptor):
             if method in self._handlers:
                 return self._handlers[method]
         handler = continuation(handler_call_details)
-        if handler is not None and handler.unary_unary is not None \
-                and handler.request_deserializer is not None:
-            handler = self._wrap(method, handler)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler  # not cached: clients choose method names, the set must stay small
+        handler = self._wrap(method, handler)
         with self._lock:
             self._handlers[method] = handler
         return handler
@@ -242,8 +242,12 @@ class PredictionServicer(protos.prediction_service_pb2_grpc.PredictionServiceSer
             # The RPC ends early when the client cancels or its deadline passes: stop the
             # model then instead of computing an answer nobody reads.
             cancel = CancelToken()
-            context.add_callback(lambda: cancel.cancel(
-                "CANCELLED", "the client cancelled the request or its deadline passed"))
+
+            def client_gone():
+                cancel.cancel("CANCELLED", "the client cancelled the request or its deadline "
+                                           "passed")
+            if not context.add_callback(client_gone):
+                client_gone()  # it ended before this request got a thread
             name, outputs = self._core.predict(servable, spec.signature_name, inputs,
                                                request.output_filter, cancel)
             note.update(version=servable.version, signature=name)
