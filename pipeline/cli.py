@@ -159,6 +159,11 @@ def _setup_logging(verbose: bool) -> None:
     if not verbose:
         for noisy in ("apache_beam", "tensorflow", "absl", "tfx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # Beam and tfx-bsl also log through the root logger (BatchElements statistics,
+        # "Reading from pattern ..."): only this project's INFO lines stay.
+        logging.getLogger().setLevel(logging.WARNING)
+        for ours in ("textgen", "components", "models", "pipeline", "serving"):
+            logging.getLogger(ours).setLevel(logging.INFO)
 
 
 def sample_prompts(config: configs.Config, corpus) -> List[str]:
