@@ -16,9 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from serving import protos
-from serving.signatures import Limits
-from serving.server import Server
-from test_reliability_server import rest_request
+from test_reliability_server import limited_server_for, rest_request
 
 STATE_SIZE = 16  # the tiny model: one GRU layer of 16 units
 CLEAN_GRPC_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
@@ -43,9 +41,8 @@ SIGNATURES = ["", "serving_default", "generate", "score", "__saved_model_init_op
 @pytest.fixture(scope="module")
 def server(tiny_serving_dir):
     # Small caps keep the valid requests among the random ones cheap.
-    limits = Limits(max_num_chars=200, max_batch_chars=2_000)
-    with Server(tiny_serving_dir, port=0, rest_port=0, poll_seconds=0, limits=limits,
-                max_message_bytes=1 << 20) as running:
+    with limited_server_for(tiny_serving_dir, max_num_chars=200,
+                            max_batch_chars=2_000) as running:
         yield running
 
 

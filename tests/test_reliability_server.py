@@ -61,6 +61,12 @@ def model_status(server):
             for entry in json.loads(body)["model_version_status"]}
 
 
+def limited_server_for(model_dir, **limits):
+    """A server of `model_dir` on free loopback ports with these Limits, not polling."""
+    return Server(model_dir, port=0, rest_port=0, poll_seconds=0, limits=Limits(**limits),
+                  max_message_bytes=1 << 20)
+
+
 def wait_until(condition, seconds=120):
     """Polls `condition` until it holds; a guard against hanging, not a timing check."""
     deadline = time.monotonic() + seconds
@@ -196,9 +202,7 @@ def test_removing_served_versions_never_fails_a_request(tmp_path, tiny_model_dir
 
 @pytest.fixture(scope="module")
 def limited_server(tiny_serving_dir):
-    limits = Limits(max_num_chars=10_000, max_batch_chars=5_000)
-    with Server(tiny_serving_dir, port=0, rest_port=0, poll_seconds=0, limits=limits,
-                max_message_bytes=1 << 20) as running:
+    with limited_server_for(tiny_serving_dir, max_batch_chars=5_000) as running:
         yield running
 
 
@@ -253,9 +257,8 @@ def test_a_small_proto_describing_a_huge_tensor_is_refused(limited_server):
 
 def long_generation_server(model_dir, request_timeout):
     """Allows 64 rows × 10,000 characters: thousands of sequential steps, seconds of work."""
-    limits = Limits(max_num_chars=10_000, max_batch_chars=10_000_000,
-                    request_timeout=request_timeout)
-    return Server(model_dir, port=0, rest_port=0, poll_seconds=0, limits=limits)
+    return limited_server_for(model_dir, max_batch_chars=10_000_000,
+                              request_timeout=request_timeout)
 
 
 LONG_REQUEST = generate_inputs(rows=64, num_chars=10_000)
