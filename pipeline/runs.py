@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 from pipeline import metadata
 
 COLUMNS = [("started", 19), ("span", 6), ("trainer", 8), ("perplexity", 10),
-           ("baseline_ppl", 12), ("blessed", 7), ("pushed", 10), ("baseline", 10),
+           ("baseline_ppl", 12), ("blessed", 7), ("pushed", 11), ("baseline", 10),
            ("state", 8)]
 
 
