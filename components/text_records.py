@@ -11,6 +11,9 @@ as char-rnn and nanoGPT hold out, so validation numbers compare with theirs.
 from typing import Iterator, List, Tuple
 
 LINE_TERMINATOR = "\n"
+# Lines mode makes one record per line and the Trainer pads a batch to its longest record:
+# a line past this is running text, not a name or a title.
+MAX_LINE_CHARS = 10_000
 
 
 class CorpusError(ValueError):
@@ -49,6 +52,15 @@ def line_records(text: str) -> Iterator[str]:
     for line in text.split("\n"):
         if line.strip():
             yield line + LINE_TERMINATOR
+
+
+def check_line_lengths(text: str, name: str) -> None:
+    """Refuses a line too long to be one record of lines mode, naming the line."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        if len(line) > MAX_LINE_CHARS:
+            raise CorpusError(
+                f"{name}: line {number} is {len(line):,} characters long; lines mode makes one "
+                f"record per line (at most {MAX_LINE_CHARS:,}): use --mode stream for running text")
 
 
 def split_text(text: str, mode: str, seq_length: int,

@@ -251,7 +251,8 @@ def load_file(path: str) -> Dict[str, Any]:
     except ConfigError:
         raise
     except Exception as err:  # noqa: BLE001 - any parse error becomes one clear line
-        raise ConfigError(f"config file {path}: not valid {ext[1:].upper()}: {err}") from None
+        reason = " ".join(str(err).split())  # PyYAML's messages span several lines
+        raise ConfigError(f"config file {path}: not valid {ext[1:].upper()}: {reason}") from None
     raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file")
 
 

@@ -121,6 +121,8 @@ def check(data: str, mode: str, seq_length: int, eval_fraction: float,
         except OSError as err:
             raise CorpusError(f"{path}: cannot read it ({err.strerror})") from None
         text = text_records.decode(raw, path, encoding_errors)
+        if mode == "lines":
+            text_records.check_line_lengths(text, path)
         chars += len(text)
         distinct.update(text)
         tr, ev = text_records.split_text(text, mode, seq_length, eval_fraction)

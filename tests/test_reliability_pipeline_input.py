@@ -160,9 +160,7 @@ def test_bad_settings_exit_2_with_one_line_naming_the_setting(tmp_path, run_text
     ("run.toml", "[train]\nepochs = \"ten\"\n", ["train.epochs (--epochs) = 'ten'"]),
     ("run.toml", "[data]\neval_fraction = 1.0\n", ["data.eval_fraction"]),
     ("run.toml", "[data\n", ["not valid TOML"]),
-    pytest.param("run.yaml", "data: [unclosed\n", ["not valid YAML"], marks=pytest.mark.xfail(
-        strict=True, reason="pipeline-side fix pending (issue 6 report): configs.load_file "
-        "passes PyYAML's multi-line message through")),
+    ("run.yaml", "data: [unclosed\n", ["not valid YAML"]),
     ("run.yaml", "- a list\n", ["expected a mapping of sections"]),
     ("run.ini", "[data]\n", ["use a .toml, .yaml or .yml file"]),
     ("run.toml", b"[data]\nmode = \"\xff\"\n", ["not valid TOML"]),
@@ -223,8 +221,6 @@ def test_one_50_mb_line_is_cut_into_sequences_in_stream_mode(one_huge_line):
     assert info.eval_records == -(-eval_chars // 101)
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline-side fix pending (issue 6 report): lines mode "
-                   "accepts a 50 MB line as one record, which the Trainer pads a whole batch to")
 def test_one_50_mb_line_is_refused_in_lines_mode(tmp_path, one_huge_line):
     # Enough short lines after it that the eval split (the last 10%) holds only short
     # ones: the checks of split sizes pass, and only the line's length is wrong.
