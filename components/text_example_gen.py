@@ -42,9 +42,13 @@ def _to_example(record: str) -> bytes:
     })).SerializeToString()
 
 
-def _read_file(path: str, encoding_errors: str) -> str:
+def _read_file(path: str, encoding_errors: str, mode: str) -> str:
     with tf.io.gfile.GFile(path, "rb") as f:
-        return text_records.decode(f.read(), path, encoding_errors)
+        text = text_records.decode(f.read(), path, encoding_errors)
+    if mode == "lines":
+        # Again here: runs started by Airflow or Vertex skip the CLI's pre-flight check.
+        text_records.check_line_lengths(text, path)
+    return text
 
 
 def _full_pattern(exec_properties: Dict[str, Any], pattern: str) -> str:
@@ -85,7 +89,7 @@ def _TextToExamples(pipeline, exec_properties: Dict[str, Any], split_pattern: st
     s = _settings(exec_properties)
 
     def records(path):
-        text = _read_file(path, s["encoding_errors"])
+        text = _read_file(path, s["encoding_errors"], s["mode"])
         if s["mode"] == "lines":
             return text_records.line_records(text)
         return text_records.stream_records(text, int(s["seq_length"]))
@@ -113,7 +117,7 @@ class TextExampleGenExecutor(BaseExampleGenExecutor):
 
         def cut(path):
             train, held_out = text_records.split_text(
-                _read_file(path, s["encoding_errors"]), s["mode"], int(s["seq_length"]),
+                _read_file(path, s["encoding_errors"], s["mode"]), s["mode"], int(s["seq_length"]),
                 float(s["eval_fraction"]))
             return [(TRAIN, r) for r in train] + [(EVAL, r) for r in held_out]
 
