@@ -13,6 +13,9 @@ from typing import Callable, Dict, List, Sequence
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_DIR = os.path.join(REPO, "bench", "out")
 DOCS_DIR = os.path.join(REPO, "docs")
+# Committed: the numbers docs/benchmarks.md is written from (the long quality run's too,
+# so that a quick `make bench` on a fresh clone keeps its section).
+RESULTS_DIR = os.path.join(REPO, "bench", "results")
 SHAKESPEARE = os.path.join(os.path.dirname(REPO), "shared", "data", "tinyshakespeare.txt")
 
 
@@ -62,6 +65,24 @@ def save(name: str, data: Dict) -> str:
 
 def load(name: str):
     path = os.path.join(OUT_DIR, f"{name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def save_result(name: str, data: Dict) -> str:
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    path = os.path.join(RESULTS_DIR, f"{name}.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
+def load_result(name: str):
+    path = os.path.join(RESULTS_DIR, f"{name}.json")
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as f:
