@@ -11,12 +11,14 @@ ifeq ($(UV),)
 UV := .tools/bin/uv
 endif
 
-.PHONY: install run test test-slow lock clean help
+.PHONY: install run test test-slow lock clean help bench bench-quality
 
 help:
 	@echo "make run ARGS='--data FILE ...'   run the pipeline (see: .venv/bin/textgen run --help)"
 	@echo "make test                         the test suite (sets up .venv first)"
 	@echo "make test-slow                    also the slow tests"
+	@echo "make bench                        quick benchmarks (~15 min) → docs/benchmarks.md"
+	@echo "make bench-quality                the long model-quality run (hours; resumable)"
 	@echo "make install                      create/refresh .venv from requirements/lock.txt"
 	@echo "make lock                         re-resolve requirements/requirements.in"
 
@@ -40,6 +42,19 @@ test: install
 
 test-slow: install
 	$(VENV)/bin/pytest -q --run-slow tests
+
+# Benchmarks measure, they do not pass or fail; results go to bench/results/, the report
+# to docs/benchmarks.md. One at a time: they compete for the same cores.
+bench: install
+	$(VENV)/bin/python -m bench.pipeline_cost
+	$(VENV)/bin/python -m bench.training
+	$(VENV)/bin/python -m bench.generation
+	$(VENV)/bin/python -m bench.serving_load
+	$(VENV)/bin/python -m bench.report
+
+bench-quality: install
+	$(VENV)/bin/python -m bench.quality $(ARGS)
+	$(VENV)/bin/python -m bench.report
 
 lock: | $(UV)
 	$(UV) pip compile --quiet --python-version 3.11 requirements/requirements.in -o requirements/lock.txt

@@ -51,8 +51,23 @@ def machine() -> Dict[str, str]:
     except OSError:
         pass
     return {"cpu": cpu, "cores": str(os.cpu_count()), "tensorflow": tf.__version__,
+            "vector_extensions": vector_extensions(),
             "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def vector_extensions() -> str:
+    """The CPU features that decide which kernels oneDNN can use (bf16 needs AVX-512 BF16
+    or AMX to be fast)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    wanted = [f for f in sorted(set(flags)) if f in ("avx", "avx2", "fma")
+              or f.startswith("avx512") or f.startswith("amx") or f == "avx_vnni"]
+    return " ".join(wanted) or "none of avx/avx2/avx512/amx"
 
 
 def save(name: str, data: Dict) -> str:

@@ -107,7 +107,8 @@ def main(argv=None):
                               results["batches"][str(batch)].items() if isinstance(v, dict)})
     finally:
         shutil.rmtree(export_dir, ignore_errors=True)
-    common.save("generation", results)
+    results["machine"] = common.machine()
+    common.save_result("generation", results)
     return results
 
 

@@ -47,7 +47,7 @@ def main(argv=None):
                                                       check=True)) for _ in range(5)]
     results = {"first": first, "cached": cached, "help": common.summary(help_times),
                "pipeline_root": root}
-    common.save("pipeline_cost", results)
+    common.save_result("pipeline_cost", results)
     print(json.dumps({"first": round(first["wall_seconds"]), "cached":
                       round(cached["wall_seconds"]),
                       "help": round(results["help"]["median"], 2)}))

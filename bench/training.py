@@ -138,9 +138,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pipeline-root", default=os.path.join(common.OUT_DIR, "pipeline_root"))
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repetitions", type=int, default=3)
-    parser.add_argument("--precision-steps", type=int, default=60)
+    parser.add_argument("--precision-steps", type=int, default=30)
     args = parser.parse_args(argv)
 
     tft_output, examples_uri = transform_output(args.pipeline_root)
@@ -185,7 +185,8 @@ def main(argv=None):
     if args.precision_steps:
         results["precision_check"] = precision_check(tft_output, examples_uri, vocab_size,
                                                      args.precision_steps, eval_batches=10)
-    common.save("training", results)
+    results["machine"] = common.machine()
+    common.save_result("training", results)
     print({n: round(c["chars_per_s"]) for n, c in results["contenders"].items()})
     return results
 

@@ -1,0 +1,287 @@
+"""Writes docs/benchmarks.md and its plots (docs/bench_*.png) from bench/results/*.json.
+
+A section whose results are missing says which command produces them; nothing here
+measures, so the report can be re-written at any time (`python -m bench.report`).
+"""
+import math
+import os
+from typing import Dict, List, Optional
+
+from bench import common
+
+DOC = os.path.join(common.DOCS_DIR, "benchmarks.md")
+NANOGPT = [("nanoGPT shakespeare_char (6-layer transformer, 10.7M params, GPU)", 1.4697),
+           ("nanoGPT shakespeare_char, its CPU configuration (4 layers, 128 wide, 2,000 iters)",
+            1.88)]
+
+
+def table(header: List[str], rows: List[List[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def spread(s: Dict) -> str:
+    return f"{s['min']:.3g}–{s['max']:.3g} (n={s['n']})"
+
+
+def plot(name: str, draw) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    draw(ax)
+    fig.tight_layout()
+    path = os.path.join(common.DOCS_DIR, f"bench_{name}.png")
+    fig.savefig(path)
+    plt.close(fig)
+    return f"![{name}](bench_{name}.png)"
+
+
+def missing(command: str) -> str:
+    return f"_Not measured yet: run `{command}`._\n"
+
+
+def machine_section(results: List[Optional[Dict]]) -> str:
+    machines = [r["machine"] for r in results if r and "machine" in r]
+    if not machines:
+        return missing("make bench")
+    m = machines[-1]
+    return table(["", ""], [["CPU", m["cpu"]], ["cores", m["cores"]],
+                            ["vector extensions", m.get("vector_extensions", "?")],
+                            ["TensorFlow", m["tensorflow"]], ["Python", m["python"]],
+                            ["measured", ", ".join(sorted({x["date"] for x in machines}))]]) + "\n"
+
+
+def training_section(r: Optional[Dict]) -> str:
+    if not r:
+        return missing("make bench")
+    names = {"ours": "ours (Trainer path: Transform output → input_fn → build_model)",
+             "tutorial": "tutorial (text → StringLookup → tf.data → fit)",
+             "ours_xla": "ours + XLA jit_compile", "ours_gru512": "ours, GRU 512",
+             "ours_bf16": "ours, mixed_bfloat16"}
+    c = r["contenders"]
+    rows = [[names.get(n, n), f"{v['median']:.3f}", spread(v), f"{v['chars_per_s']:,.0f}",
+             f"{v['speedup_vs_ours']:.2f}×", f"{v['flops_per_step'] / 1e9:,.0f}",
+             f"{v['gflops_per_s']:.1f}"] for n, v in c.items()]
+    out = [f"Batch {r['batch']} × {r['seq']} characters, {r['steps_per_repetition']} steps per "
+           f"repetition, contenders alternated; step time median (and min–max of the "
+           f"repetitions' medians).\n",
+           table(["contender", "s/step", "spread", "chars/s", "vs ours", "GFLOP/step",
+                  "GFLOP/s"], rows), "",
+           f"**Ours vs the tutorial: {1 / r['ours_vs_tutorial']:.2f}× the tutorial's step time "
+           f"(tutorial/ours = {r['ours_vs_tutorial']:.2f}; above 1 means ours is faster).**", "",
+           "FLOP estimate of one step: 3 (forward + backward) × 2 × multiply-adds per "
+           "character (GRU gates 3·units·(embedding+units) + output layer units·vocab) × "
+           "characters; GFLOP/s is that over the measured step time.", ""]
+    out.append(plot("training", lambda ax: (
+        ax.barh(list(c)[::-1], [v["chars_per_s"] for v in c.values()][::-1], color="#4c72b0"),
+        ax.set_xlabel("training characters / second (median)"),
+        ax.set_title("Training throughput, batch 64 × 100"))))
+    p = r.get("precision_check")
+    if p:
+        out += ["", "### Mixed precision", "",
+                table(["policy", "eval loss after the same steps", "train seconds"],
+                      [[k, f"{p[k]['eval_loss']:.4f}", f"{p[k]['train_seconds']:.1f}"]
+                       for k in ("float32", "mixed_bfloat16")]), "",
+                f"Same initial weights and batches for {p['steps']} steps, eval over "
+                f"{p['eval_batches']} batches: bf16's eval loss differs by "
+                f"{100 * p['relative_difference']:+.2f}%. Its speed is the `ours_bf16` row "
+                f"above ({c['ours_bf16']['speedup_vs_ours']:.2f}× float32)."]
+    return "\n".join(out) + "\n"
+
+
+def generation_section(r: Optional[Dict]) -> str:
+    if not r:
+        return missing("make bench")
+    names = {"tutorial": "(a) tutorial: Python loop over the one-step signature",
+             "generate": "(b) `generate` signature, in process",
+             "grpc": "(c) `generate` through the gRPC server",
+             "floor": "(d) floor: bare tf.while_loop, argmax, no strings"}
+    rows = []
+    for batch, b in r["batches"].items():
+        for n in names:
+            v = b[n]
+            rows.append([batch, names[n], f"{v['median']:.3f}", spread(v),
+                         f"{v['chars_per_s']:,.0f}", f"{v['x_floor']:.2f}×"])
+        rows.append([batch, "**gRPC / in-process**", "", "", "",
+                     f"**{b['grpc_vs_generate']:.2f}×**"])
+    batches = list(r["batches"])
+
+    def draw(ax):
+        width = 0.2
+        for i, n in enumerate(names):
+            ax.bar([j + (i - 1.5) * width for j in range(len(batches))],
+                   [r["batches"][b][n]["chars_per_s"] for b in batches], width, label=n)
+        ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+        ax.set_yscale("log")
+        ax.set_ylabel("characters / second")
+        ax.set_title(f"Generating {r['num_chars']} characters")
+        ax.legend(fontsize=7)
+    return "\n".join([
+        f"{r['num_chars']} characters per row, GRU {r['rnn_units']}; seconds per call, "
+        f"median and spread; ×floor = time / floor's time (lower is better).\n",
+        table(["batch", "way", "s/call", "spread", "chars/s", "× floor"], rows), "",
+        plot("generation", draw)]) + "\n"
+
+
+def serving_section(r: Optional[Dict]) -> str:
+    if not r:
+        return missing("make bench")
+    rows = []
+    for mode, levels in r["modes"].items():
+        for v in levels:
+            rows.append([mode, v["clients"], f"{v['requests_per_s']:,.1f}",
+                         f"{v['chars_per_s']:,.0f}", f"{v['p50_ms']:.1f}", f"{v['p99_ms']:.1f}",
+                         f"{v['p50_stream_ms'] / 1000:.2f}" if "p50_stream_ms" in v else "",
+                         v["errors"]])
+
+    def draw(ax):
+        for mode, levels in r["modes"].items():
+            ax.plot([v["clients"] for v in levels], [v["chars_per_s"] for v in levels], "o-",
+                    label=f"{mode}: chars/s")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel("characters / second")
+        ax.set_title("Serving under load (loopback gRPC)")
+        ax.legend()
+    return "\n".join([
+        f"`textgen serve` in its own process; N client threads on loopback gRPC, "
+        f"{r['seconds_per_level']:.0f} s per level, each request {r['chars_per_request']} "
+        f"characters at batch 1 (`generate`), or one character per request (`stream`: "
+        f"the one-step signature, state carried by the client). GRU {r['rnn_units']}.\n",
+        table(["mode", "clients", "requests/s", "chars/s", "p50 ms", "p99 ms",
+               "p50 200-char stream s", "errors"], rows), "", plot("serving", draw)]) + "\n"
+
+
+def pipeline_section(r: Optional[Dict]) -> str:
+    if not r:
+        return missing("make bench")
+    first, cached = r["first"], r["cached"]
+    names = list(first["components"])
+    rows = [[n, f"{first['components'][n].get('seconds', 0):.1f}",
+             f"{cached['components'].get(n, {}).get('seconds', 0):.1f}",
+             cached["components"].get(n, {}).get("state", "")] for n in names]
+    return "\n".join([
+        f"`textgen {first['command']}` (the small configuration: tutorial-sized model, "
+        f"20 steps), then the same command again. Seconds per component from ML Metadata's "
+        f"execution timestamps.\n",
+        table(["component", "first run s", "re-run s", "re-run state"], rows), "",
+        table(["", "seconds"], [["whole first run (process wall time)",
+                                 f"{first['wall_seconds']:.1f}"],
+                                ["cached re-run (process wall time)",
+                                 f"{cached['wall_seconds']:.1f}"],
+                                ["`textgen --help` start-up (median)",
+                                 f"{r['help']['median']:.2f} ({spread(r['help'])})"]])]) + "\n"
+
+
+def quality_section(r: Optional[Dict]) -> str:
+    if not r or not r.get("tries"):
+        return missing("make bench-quality")
+    rows = []
+    for name, t in r["tries"].items():
+        status = "done: " + t["stopped"] if t["done"] else "in progress / interrupted"
+        if "best_eval_loss" in t:
+            rows.append([f"`{name}`", t["try"]["what"], f"{t['params']:,}" if t["params"] else "",
+                         f"{t['best_epoch']} of {len(t['epochs'])}",
+                         f"{t['train_loss_at_best']:.4f}", f"**{t['best_eval_loss']:.4f}**",
+                         f"{t['bits']:.4f}", f"{t['perplexity']:.3f}",
+                         f"{t['streamed_eval_loss']:.4f}" if t.get("streamed_eval_loss") else "",
+                         f"{t['cpu_hours']:.2f}", status])
+    refs = [[label, f"{loss:.4f}", f"{loss / math.log(2):.4f}", f"{math.exp(loss):.3f}"]
+            for label, loss in NANOGPT]
+
+    def draw(ax):
+        for name, t in r["tries"].items():
+            epochs = [e["epoch"] for e in t["epochs"]]
+            line, = ax.plot(epochs, [e["eval_loss"] for e in t["epochs"]], "o-",
+                            label=f"{name} eval")
+            ax.plot(epochs, [e["train_loss"] for e in t["epochs"]], "--",
+                    color=line.get_color(), label=f"{name} train")
+        ax.axhline(NANOGPT[0][1], color="grey", linestyle=":", label="nanoGPT 1.4697")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss, nats/char")
+        ax.set_title("Tiny Shakespeare, held-out last 10%")
+        ax.legend(fontsize=7, ncol=2)
+    out = [f"Tiny Shakespeare: the first 90% trains ({r['train_chars']:,} characters), the "
+           f"last 10% is held out ({r['eval_chars']:,}); vocabulary {r['vocab_size']} ids "
+           f"(65 characters + [PAD], [UNK]); batch {r['batch']} × 100; Adam; one epoch = "
+           f"one pass over the training windows. A try stops when its eval loss has not "
+           f"improved for {r['patience']} epochs (at most {r['max_epochs']}); its best epoch's "
+           f"weights are kept. CPU-hours are the training process's CPU time.\n",
+           "Eval loss = mean NLL per held-out character over 101-character windows read from "
+           "a zero state (what the pipeline's Evaluator computes); streamed = the held-out "
+           "text read as 32 long streams with the state carried (more context per "
+           "character, as in nanoGPT's 256-character blocks).\n",
+           table(["try", "what", "params", "best epoch", "train loss", "eval loss nats/char",
+                  "bits/char", "perplexity", "streamed eval nats", "CPU-hours", "status"], rows),
+           "", "Published references (same split, validation loss in nats/char):\n",
+           table(["reference", "nats/char", "bits/char", "perplexity"], refs), "",
+           plot("quality", draw)]
+    tq = r.get("text_quality")
+    if tq:
+        rows = [[f"temperature {temp}", f"{v['words_in_training']:.3f}", f"{v['distinct_2']:.3f}",
+                 f"{v['distinct_3']:.3f}", v["longest_copy_chars"],
+                 v["median_longest_copy_chars"], repr(v["longest_copy"])]
+                for temp, v in tq["temperatures"].items()]
+        h = tq["held_out_text"]
+        rows.append(["held-out real text (reference)", f"{h['words_in_training']:.3f}",
+                     f"{h['distinct_2']:.3f}", f"{h['distinct_3']:.3f}", h["longest_copy_chars"],
+                     h["median_longest_copy_chars"], repr(h["longest_copy"])])
+        out += ["", "### Generated text", "",
+                f"Model: `{tq['model']}` (best eval loss). {tq['samples']} samples of "
+                f"{tq['sample_chars']} characters per temperature from the `generate` "
+                f"signature, prompt {tq['prompt']!r}, seed 1. Words are `[A-Za-z']+`, "
+                f"lower-cased; distinct-n over word n-grams pooled across samples; "
+                f"longest copy = the longest substring found verbatim in the training text.\n",
+                table(["", "words in training text", "distinct-2", "distinct-3",
+                       "longest copy (chars)", "median per sample", "longest copy"], rows), ""]
+        for temp, v in tq["temperatures"].items():
+            out += [f"Temperature {temp}, start of the first sample:", "", "```",
+                    v["example"].rstrip(), "```", ""]
+    return "\n".join(out) + "\n"
+
+
+COMMANDS = """\
+```
+make bench            # ~10-15 min: sections 1-4 (sets up .venv on a fresh clone)
+make bench-quality    # hours: section 5; resumable (re-run it after an interruption)
+python -m bench.report   # (in .venv) re-writes this file from bench/results/*.json
+```
+Single parts: `.venv/bin/python -m bench.training | bench.generation | bench.serving_load |
+bench.pipeline_cost | bench.quality [--tries tutorial,dropout,...]`. Raw numbers:
+`bench/results/*.json`. Data: `../shared/data/tinyshakespeare.txt`.
+"""
+
+
+def main():
+    training, generation, serving = (common.load_result(n) for n in
+                                     ("training", "generation", "serving_load"))
+    pipeline_cost, quality = common.load_result("pipeline_cost"), common.load_result("quality")
+    doc = "\n".join([
+        "# Benchmarks",
+        "",
+        "Written by `bench/report.py` from the numbers in `bench/results/` (do not edit by "
+        "hand; the reading of them at the end comes from `bench/NOTES.md`). Every ratio "
+        "compares contenders measured side by side in one run, alternating, over several "
+        "repetitions.",
+        "",
+        "## How to reproduce", "", COMMANDS,
+        "## Machine", "", machine_section([training, generation, serving, quality]),
+        "## 1. Training throughput", "", training_section(training),
+        "## 2. Generation", "", generation_section(generation),
+        "## 3. Serving under load", "", serving_section(serving),
+        "## 4. Pipeline cost", "", pipeline_section(pipeline_cost),
+        "## 5. Model quality (`make bench-quality`)", "", quality_section(quality),
+    ])
+    notes = os.path.join(common.REPO, "bench", "NOTES.md")
+    if os.path.exists(notes):
+        with open(notes, encoding="utf-8") as f:
+            doc += "\n## What the numbers say\n\n" + f.read()
+    with open(DOC, "w", encoding="utf-8") as f:
+        f.write(doc)
+    print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Serving under load: N concurrent clients on loopback against `textgen serve` (its own
+process, as in production), each sending requests back to back for a fixed time.
+
+  generate  one `generate` request per 200 characters (batch 1, the loop in the graph)
+  stream    the one-step signature, one request per character, state carried by the
+            client (serving.client.Client.stream): what a token-streaming UI does
+
+Reported per mode and client count: requests/s, characters/s, p50/p99 request latency,
+errors (anything but a completed response). Tutorial-sized model, untrained weights
+(speed does not depend on their values).
+"""
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+from bench import common
+from bench.generation import PROMPT, build
+
+CHARS = 200
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model_dir: str, port: int) -> subprocess.Popen:
+    from serving.client import connect
+    server = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "textgen"), "serve", "--model-dir",
+         model_dir, "--port", str(port), "--no-rest", "--poll-seconds", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"textgen serve exited {server.returncode}: "
+                               f"{server.stderr.read()[-2000:]}")
+        try:
+            with connect(server=f"127.0.0.1:{port}") as client:
+                client.state_size()
+            return server
+        except Exception:  # not listening or not loaded yet
+            time.sleep(1)
+    server.kill()
+    raise RuntimeError("textgen serve did not become ready within 180 s")
+
+
+def load(target: str, mode: str, clients: int, seconds: float):
+    from serving.client import connect
+    latencies, streams, errors = [], [], []
+    lock = threading.Lock()
+    start_barrier = threading.Barrier(clients + 1)
+    stop_at = [0.0]
+
+    def client_loop(index):
+        mine, my_streams, my_errors = [], [], []
+        with connect(server=target) as client:
+            client.state_size()  # metadata fetched before the clock starts
+            start_barrier.wait()
+            request = 0
+            while time.perf_counter() < stop_at[0]:
+                request += 1
+                try:
+                    if mode == "generate":
+                        t0 = time.perf_counter()
+                        client.generate([PROMPT], CHARS, temperature=1.0,
+                                        seed=index * 100_000 + request)
+                        mine.append(time.perf_counter() - t0)
+                    else:
+                        s0 = t0 = time.perf_counter()
+                        for _ in client.stream(PROMPT, CHARS, temperature=1.0,
+                                               seed=index * 100_000 + request):
+                            now = time.perf_counter()
+                            mine.append(now - t0)
+                            t0 = now
+                        my_streams.append(time.perf_counter() - s0)
+                except Exception as e:  # counted, not raised: the run goes on
+                    my_errors.append(repr(e)[:200])
+        with lock:
+            latencies.extend(mine)
+            streams.extend(my_streams)
+            errors.extend(my_errors)
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    stop_at[0] = time.perf_counter() + seconds
+    start_barrier.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    requests = len(latencies)
+    chars = requests * (CHARS if mode == "generate" else 1)
+    result = {"clients": clients, "seconds": elapsed, "requests": requests,
+              "requests_per_s": requests / elapsed, "chars_per_s": chars / elapsed,
+              "p50_ms": 1000 * float(np.percentile(latencies, 50)) if latencies else None,
+              "p99_ms": 1000 * float(np.percentile(latencies, 99)) if latencies else None,
+              "errors": len(errors), "error_examples": errors[:3]}
+    if streams:
+        result["p50_stream_ms"] = 1000 * float(np.percentile(streams, 50))
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--clients", default="1,4,16")
+    parser.add_argument("--rnn-units", type=int, default=1024)
+    args = parser.parse_args(argv)
+    with open(common.SHAKESPEARE, encoding="utf-8") as f:
+        vocab = sorted(set(f.read()))
+    _, export_dir = build(vocab, args.rnn_units)
+    port = free_port()
+    server = start_server(export_dir, port)
+    results = {"chars_per_request": CHARS, "rnn_units": args.rnn_units,
+               "seconds_per_level": args.seconds, "modes": {"generate": [], "stream": []}}
+    try:
+        for mode in ("generate", "stream"):
+            load(f"127.0.0.1:{port}", mode, 1, 3)  # warm-up: first calls trace and allocate
+            for clients in [int(c) for c in args.clients.split(",")]:
+                row = load(f"127.0.0.1:{port}", mode, clients, args.seconds)
+                results["modes"][mode].append(row)
+                print(mode, {k: (round(v, 1) if isinstance(v, float) else v)
+                             for k, v in row.items() if k != "error_examples"}, flush=True)
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(export_dir, ignore_errors=True)
+    results["machine"] = common.machine()
+    common.save_result("serving_load", results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
