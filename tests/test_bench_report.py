@@ -1,0 +1,89 @@
+"""bench/report.py renders docs/benchmarks.md from results; bench/quality.py's bookkeeping."""
+import json
+import math
+
+import pytest
+
+from bench import common, quality, report
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    results, docs = tmp_path / "results", tmp_path / "docs"
+    results.mkdir()
+    docs.mkdir()
+    monkeypatch.setattr(common, "RESULTS_DIR", str(results))
+    monkeypatch.setattr(common, "DOCS_DIR", str(docs))
+    monkeypatch.setattr(common, "REPO", str(tmp_path))
+    monkeypatch.setattr(report, "DOC", str(docs / "benchmarks.md"))
+    return results, docs
+
+
+def epoch(n, train, evaluation):
+    return {"epoch": n, "train_loss": train, "eval_loss": evaluation, "learning_rate": 1e-3,
+            "cpu_seconds": 1800.0, "train_wall_seconds": 900.0}
+
+
+def quality_state(epochs, done=True):
+    spec = quality.TRIES[0]
+    from dataclasses import asdict
+    best = min(range(len(epochs)), key=lambda i: epochs[i]["eval_loss"]) + 1
+    return {"try": asdict(spec), "epochs": epochs, "learning_rate": 1e-3, "best_epoch": best,
+            "done": done, "stopped": "eval loss did not improve for 1 epochs" if done else None,
+            "streamed_eval_loss": 1.5 if done else None, "params": 4_000_000}
+
+
+def test_summarize_reports_the_best_epoch_in_nats_bits_and_perplexity():
+    s = quality.summarize(quality_state([epoch(1, 2.0, 1.9), epoch(2, 1.5, 1.6),
+                                         epoch(3, 1.2, 1.7)]))
+    assert s["best_epoch"] == 2 and s["best_eval_loss"] == 1.6
+    assert s["bits"] == pytest.approx(1.6 / math.log(2))
+    assert s["perplexity"] == pytest.approx(math.exp(1.6))
+    assert s["train_loss_at_best"] == 1.5
+    assert s["cpu_hours"] == pytest.approx(1.5)
+
+
+def test_a_try_whose_settings_changed_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(quality, "QUALITY_DIR", str(tmp_path))
+    run = quality.Run(quality.TRIES[0])
+    run.state["try"]["dropout"] = 0.5
+    run.save()
+    with pytest.raises(SystemExit, match="different setting.*delete"):
+        quality.Run(quality.TRIES[0])
+
+
+def test_report_says_what_to_run_when_nothing_was_measured(dirs):
+    _, docs = dirs
+    report.main()
+    doc = (docs / "benchmarks.md").read_text()
+    assert doc.count("_Not measured yet: run `make bench`._") >= 4
+    assert "run `make bench-quality`" in doc
+
+
+def test_report_renders_quality_tables_plot_and_notes(dirs, tmp_path):
+    results, docs = dirs
+    state = quality_state([epoch(1, 2.0, 1.9), epoch(2, 1.5, 1.6), epoch(3, 1.2, 1.7)])
+    scored = {"words_in_training": 0.9, "distinct_2": 0.8, "distinct_3": 0.95,
+              "longest_copy_chars": 21, "median_longest_copy_chars": 15.0,
+              "longest_copy": "the king"}
+    data = {"machine": {"cpu": "Test CPU", "cores": "2", "tensorflow": "2.16.2",
+                        "python": "3.11", "date": "today", "vector_extensions": "avx2"},
+            "train_chars": 900, "eval_chars": 100, "vocab_size": 67, "batch": 64,
+            "patience": 1, "max_epochs": 30,
+            "tries": {"tutorial": quality.summarize(state)},
+            "text_quality": {"model": "tutorial", "samples": 10, "sample_chars": 1000,
+                             "prompt": "\n", "temperatures": {
+                                 "0.5": {**scored, "example": "KING:\nNo."}},
+                             "held_out_text": scored}}
+    (results / "quality.json").write_text(json.dumps(data))
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "NOTES.md").write_text("Reading: ours is fine.\n")
+    report.main()
+    doc = (docs / "benchmarks.md").read_text()
+    assert "| `tutorial` |" in doc and "**1.6000**" in doc
+    assert "2 of 3" in doc  # best epoch of epochs run
+    assert "1.4697" in doc and "1.8800" in doc
+    assert "held-out real text" in doc and "'the king'" in doc
+    assert "Test CPU" in doc and "avx2" in doc
+    assert doc.rstrip().endswith("Reading: ours is fine.")
+    assert (docs / "bench_quality.png").stat().st_size > 1000
