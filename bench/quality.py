@@ -150,7 +150,8 @@ class Run:
         return min((e["eval_loss"] for e in self.state["epochs"]), default=math.inf)
 
 
-def train_try(spec: Try, data: Data, max_epochs: int, patience: int) -> Dict:
+def train_try(spec: Try, data: Data, max_epochs: int, patience: int,
+              on_epoch=lambda state: None) -> Dict:
     import tensorflow as tf
     import tf_keras
     from models import model as char_model
@@ -198,6 +199,7 @@ def train_try(spec: Try, data: Data, max_epochs: int, patience: int) -> Dict:
             run.state["learning_rate"] *= spec.plateau_factor
         checkpoint.write(last)
         run.save()
+        on_epoch(run.state)
         print(f"{spec.name} epoch {epoch}: train {train_loss:.4f}, eval {eval_loss:.4f} "
               f"nats/char{' (best)' if improved else ''}, {record['cpu_seconds'] / 60:.1f} "
               f"CPU-min", flush=True)
@@ -227,6 +229,7 @@ def export_best(spec: Try, data: Data, export_dir: str) -> str:
     model = char_model.build_model(data.vocab_size, EMBEDDING, spec.rnn_units, spec.rnn_layers,
                                    spec.cell, spec.dropout)
     model.load_weights(os.path.join(QUALITY_DIR, spec.name, "best.weights.h5"))
+    shutil.rmtree(export_dir, ignore_errors=True)
     export.save(model, data.vocab, "stream", export_dir)
     return export_dir
 
@@ -242,7 +245,10 @@ def main(argv: Optional[List[str]] = None):
     parser.add_argument("--patience", type=int, default=1,
                         help="stop a try after this many epochs without a lower eval loss "
                              "(default 1; tries with a learning-rate schedule set their own)")
-    parser.add_argument("--no-text-quality", action="store_true")
+    parser.add_argument("--no-text-quality", action="store_true",
+                        help="skip sampling the best model (generated-text measures)")
+    parser.add_argument("--text-quality-only", action="store_true",
+                        help="train nothing: sample the best epoch any try has reached so far")
     args = parser.parse_args(argv)
     by_name = {t.name: t for t in TRIES}
     unknown = [n for n in args.tries.split(",") if n not in by_name]
@@ -262,20 +268,26 @@ def main(argv: Optional[List[str]] = None):
         results["tries"][state["try"]["name"]] = summarize(state)
         common.save_result(RESULTS, results)
 
-    for name in args.tries.split(","):
-        # Partial progress is recorded after every epoch by the Run; the summary after each try.
-        state = train_try(by_name[name], data, args.max_epochs, args.patience)
-        record(state)
+    # Whatever earlier (maybe interrupted) runs left on disk is reported as it stands.
+    for spec in TRIES:
+        if os.path.exists(Run(spec).state_path) and Run(spec).state["epochs"]:
+            record(Run(spec).state)
+    if not args.text_quality_only:
+        for name in args.tries.split(","):
+            record(train_try(by_name[name], data, args.max_epochs, args.patience, record))
 
     if not args.no_text_quality:
         from bench import text_quality
-        done = [t for t in results["tries"].values() if t["done"] and "best_eval_loss" in t]
-        best = min(done, key=lambda t: t["best_eval_loss"])
+        measured = [t for t in results["tries"].values() if "best_eval_loss" in t]
+        if not measured:
+            raise SystemExit("no try has finished an epoch yet: nothing to sample from")
+        best = min(measured, key=lambda t: t["best_eval_loss"])
         export_dir = export_best(by_name[best["try"]["name"]], data,
                                  os.path.join(QUALITY_DIR, "best_export"))
-        results["text_quality"] = {"model": best["try"]["name"],
-                                   **text_quality.measure(export_dir, data.train_text,
-                                                          data.eval_text)}
+        results["text_quality"] = {
+            "model": best["try"]["name"], "model_done": best["done"],
+            "model_epoch": best["best_epoch"],
+            **text_quality.measure(export_dir, data.train_text, data.eval_text)}
         common.save_result(RESULTS, results)
     return results
 

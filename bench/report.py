@@ -229,7 +229,9 @@ def quality_section(r: Optional[Dict]) -> str:
                      f"{h['distinct_2']:.3f}", f"{h['distinct_3']:.3f}", h["longest_copy_chars"],
                      h["median_longest_copy_chars"], repr(h["longest_copy"])])
         out += ["", "### Generated text", "",
-                f"Model: `{tq['model']}` (best eval loss). {tq['samples']} samples of "
+                f"Model: `{tq['model']}`, epoch {tq.get('model_epoch')} (the lowest eval loss"
+                f"{'' if tq.get('model_done', True) else ' so far; its try was still running'})."
+                f" {tq['samples']} samples of "
                 f"{tq['sample_chars']} characters per temperature from the `generate` "
                 f"signature, prompt {tq['prompt']!r}, seed 1. Words are `[A-Za-z']+`, "
                 f"lower-cased; distinct-n over word n-grams pooled across samples; "
