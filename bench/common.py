@@ -51,7 +51,7 @@ def machine() -> Dict[str, str]:
     except OSError:
         pass
     return {"cpu": cpu, "cores": str(os.cpu_count()), "tensorflow": tf.__version__,
-            "vector_extensions": vector_extensions(),
+            "vector_extensions": vector_extensions(), "peak_gflops": peak_gflops(),
             "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
@@ -68,6 +68,21 @@ def vector_extensions() -> str:
     wanted = [f for f in sorted(set(flags)) if f in ("avx", "avx2", "fma")
               or f.startswith("avx512") or f.startswith("amx") or f == "avx_vnni"]
     return " ".join(wanted) or "none of avx/avx2/avx512/amx"
+
+
+def peak_gflops() -> float:
+    """Rough float32 peak: cores × clock × 32 FLOP/cycle (two 8-wide FMA units, AVX2).
+
+    An upper bound to compare a step's achieved FLOP rate with, not a measurement.
+    """
+    mhz = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            mhz = next((float(line.split(":", 1)[1]) for line in f
+                        if line.startswith("cpu MHz")), None)
+    except OSError:
+        pass
+    return round((os.cpu_count() or 1) * (mhz or 0) / 1000 * 32, 1)
 
 
 def save(name: str, data: Dict) -> str:

@@ -48,7 +48,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rnn-units", type=int, default=1024)
     parser.add_argument("--batches", default="1,5,64")
-    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--repetitions", type=int, default=5)
     args = parser.parse_args(argv)
 
     from serving.client import connect
@@ -103,6 +103,12 @@ def main(argv=None):
                     for name, t in times.items()}
                 results["batches"][str(batch)]["grpc_vs_generate"] = float(
                     np.median(times["grpc"]) / np.median(times["generate"]))
+                # Within one repetition the two ran back to back: the ratio least
+                # disturbed by the machine's drift.
+                results["batches"][str(batch)]["grpc_vs_generate_paired"] = float(np.median(
+                    [g / i for g, i in zip(times["grpc"], times["generate"])]))
+                results["batches"][str(batch)]["generate_vs_floor_paired"] = float(np.median(
+                    [g / f for g, f in zip(times["generate"], times["floor"])]))
                 print(batch, {n: round(v["chars_per_s"]) for n, v in
                               results["batches"][str(batch)].items() if isinstance(v, dict)})
     finally:

@@ -137,10 +137,12 @@ def precision_check(tft_output, examples_uri, vocab_size, steps, eval_batches):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pipeline-root", default=os.path.join(common.OUT_DIR, "pipeline_root"))
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--repetitions", type=int, default=3)
-    parser.add_argument("--precision-steps", type=int, default=30)
+    # Steps here cost 1-12 s each; the machine's speed drifts by tens of percent over
+    # minutes, so many short alternating repetitions beat few long ones.
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--repetitions", type=int, default=6)
+    parser.add_argument("--precision-steps", type=int, default=20)
     args = parser.parse_args(argv)
 
     tft_output, examples_uri = transform_output(args.pipeline_root)
@@ -176,12 +178,17 @@ def main(argv=None):
         units = 512 if name == "ours_gru512" else 1024
         flops = 6 * params_per_char(vocab_size, 256, units) * chars
         median = float(np.median(times))
-        results["contenders"][name] = {**common.summary(times), "chars_per_s": chars / median,
+        results["contenders"][name] = {**common.summary(times), "values": times,
+                                       "chars_per_s": chars / median,
                                        "flops_per_step": flops, "gflops_per_s": flops / median / 1e9}
     base = results["contenders"]["ours"]["median"]
     for name, c in results["contenders"].items():
         c["speedup_vs_ours"] = base / c["median"]
     results["ours_vs_tutorial"] = (results["contenders"]["tutorial"]["median"] / base)
+    # Each repetition ran ours and the tutorial back to back: their ratio within a
+    # repetition is the comparison least disturbed by the machine's drift.
+    paired = [t / o for t, o in zip(step_times["tutorial"], step_times["ours"])]
+    results["ours_vs_tutorial_paired"] = common.summary(paired)
     if args.precision_steps:
         results["precision_check"] = precision_check(tft_output, examples_uri, vocab_size,
                                                      args.precision_steps, eval_batches=10)
