@@ -172,12 +172,14 @@ def pipeline_section(r: Optional[Dict]) -> str:
     if not r:
         return missing("make bench")
     first, cached = r["first"], r["cached"]
+    command = first["command"].replace(os.path.dirname(common.REPO) + "/", "../").replace(
+        "../" + os.path.basename(common.REPO) + "/", "")
     names = list(first["components"])
     rows = [[n, f"{first['components'][n].get('seconds', 0):.1f}",
              f"{cached['components'].get(n, {}).get('seconds', 0):.1f}",
              cached["components"].get(n, {}).get("state", "")] for n in names]
     return "\n".join([
-        f"`textgen {first['command']}` (the small configuration: tutorial-sized model, "
+        f"`textgen {command}` (the small configuration: tutorial-sized model, "
         f"20 steps), then the same command again. Seconds per component from ML Metadata's "
         f"execution timestamps.\n",
         table(["component", "first run s", "re-run s", "re-run state"], rows), "",
@@ -260,7 +262,7 @@ def quality_section(r: Optional[Dict]) -> str:
 
 COMMANDS = """\
 ```
-make bench            # ~10-15 min: sections 1-4 (sets up .venv on a fresh clone)
+make bench            # ~30 min here: sections 1-4 (sets up .venv on a fresh clone)
 make bench-quality    # hours: section 5; resumable (re-run it after an interruption)
 python -m bench.report   # (in .venv) re-writes this file from bench/results/*.json
 ```
