@@ -166,6 +166,7 @@ def train_try(spec: Try, data: Data, max_epochs: int, patience: int,
     model = char_model.compile_model(
         char_model.build_model(data.vocab_size, EMBEDDING, spec.rnn_units, spec.rnn_layers,
                                spec.cell, spec.dropout), spec.learning_rate)
+    run.state["params"] = int(model.count_params())
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     last = os.path.join(run.dir, "last")
     if run.state["epochs"]:
@@ -205,7 +206,6 @@ def train_try(spec: Try, data: Data, max_epochs: int, patience: int,
               f"CPU-min", flush=True)
     model.load_weights(os.path.join(run.dir, "best.weights.h5"))
     run.state["streamed_eval_loss"] = streamed_loss(model, data.eval_ids)
-    run.state["params"] = int(model.count_params())
     run.state["done"] = True
     run.save()
     return run.state
@@ -270,8 +270,15 @@ def main(argv: Optional[List[str]] = None):
 
     # Whatever earlier (maybe interrupted) runs left on disk is reported as it stands.
     for spec in TRIES:
-        if os.path.exists(Run(spec).state_path) and Run(spec).state["epochs"]:
-            record(Run(spec).state)
+        run = Run(spec)
+        if run.state["epochs"]:
+            if "params" not in run.state:  # states written before params were recorded
+                from models import model as char_model
+                run.state["params"] = int(char_model.build_model(
+                    data.vocab_size, EMBEDDING, spec.rnn_units, spec.rnn_layers, spec.cell,
+                    spec.dropout).count_params())
+                run.save()
+            record(run.state)
     if not args.text_quality_only:
         for name in args.tries.split(","):
             record(train_try(by_name[name], data, args.max_epochs, args.patience, record))

@@ -223,12 +223,13 @@ def quality_section(r: Optional[Dict]) -> str:
            f"last 10% is held out ({r['eval_chars']:,}); vocabulary {r['vocab_size']} ids "
            f"(65 characters + [PAD], [UNK]); batch {r['batch']} × 100; Adam; one epoch = "
            f"one pass over the training windows. A try stops when its eval loss has not "
-           f"improved for {r['patience']} epochs (at most {r['max_epochs']}); its best epoch's "
+           f"improved for {r['patience']} epoch{'' if r['patience'] == 1 else 's'} (at most {r['max_epochs']}); its best epoch's "
            f"weights are kept. CPU-hours are the training process's CPU time.\n",
            "Eval loss = mean NLL per held-out character over 101-character windows read from "
            "a zero state (what the pipeline's Evaluator computes); streamed = the held-out "
            "text read as 32 long streams with the state carried (more context per "
-           "character, as in nanoGPT's 256-character blocks).\n",
+           "character, as in nanoGPT's 256-character blocks). Train loss is the mean over the "
+           "epoch's batches (dropout on), so early epochs show it above the eval loss.\n",
            table(["try", "what", "params", "best epoch", "train loss", "eval loss nats/char",
                   "bits/char", "perplexity", "streamed eval nats", "CPU-hours", "status"], rows),
            "", "Published references (same split, validation loss in nats/char):\n",
