@@ -85,22 +85,6 @@ def peak_gflops() -> float:
     return round((os.cpu_count() or 1) * (mhz or 0) / 1000 * 32, 1)
 
 
-def save(name: str, data: Dict) -> str:
-    os.makedirs(OUT_DIR, exist_ok=True)
-    path = os.path.join(OUT_DIR, f"{name}.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    return path
-
-
-def load(name: str):
-    path = os.path.join(OUT_DIR, f"{name}.json")
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def save_result(name: str, data: Dict) -> str:
     os.makedirs(RESULTS_DIR, exist_ok=True)
     path = os.path.join(RESULTS_DIR, f"{name}.json")
