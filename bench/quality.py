@@ -176,7 +176,8 @@ def train_try(spec: Try, data: Data, max_epochs: int, patience: int,
         epoch = len(run.state["epochs"]) + 1
         since_best = epoch - 1 - (run.state["best_epoch"] or 0)
         if since_best >= patience or epoch > max_epochs:
-            run.state["stopped"] = (f"eval loss did not improve for {patience} epochs"
+            run.state["stopped"] = (f"eval loss did not improve for {patience} "
+                                    f"epoch{'s' if patience > 1 else ''}"
                                     if since_best >= patience else f"reached {max_epochs} epochs")
             break
         model.optimizer.learning_rate.assign(run.state["learning_rate"])

@@ -29,7 +29,7 @@ def quality_state(epochs, done=True):
     from dataclasses import asdict
     best = min(range(len(epochs)), key=lambda i: epochs[i]["eval_loss"]) + 1
     return {"try": asdict(spec), "epochs": epochs, "learning_rate": 1e-3, "best_epoch": best,
-            "done": done, "stopped": "eval loss did not improve for 1 epochs" if done else None,
+            "done": done, "stopped": "eval loss did not improve for 1 epoch" if done else None,
             "streamed_eval_loss": 1.5 if done else None, "params": 4_000_000}
 
 
