@@ -19,6 +19,12 @@ RESULTS_DIR = os.path.join(REPO, "bench", "results")
 SHAKESPEARE = os.path.join(os.path.dirname(REPO), "shared", "data", "tinyshakespeare.txt")
 
 
+def as_run_from_repo(command: str) -> str:
+    """The command as a reader types it in the repository (results are committed from any
+    clone, so absolute paths would name the machine and folder they were measured in)."""
+    return command.replace(REPO + "/", "").replace(os.path.dirname(REPO) + "/", "../")
+
+
 def alternate(contenders: Dict[str, Callable[[], float]], repetitions: int) -> Dict[str, List[float]]:
     """Runs each contender once per repetition, in turn; each returns a measured value."""
     results: Dict[str, List[float]] = {name: [] for name in contenders}

@@ -29,7 +29,7 @@ def run_pipeline(root, serving):
     with open(os.path.join(root, "last_run_summary.json"), encoding="utf-8") as f:
         summary = json.load(f)
     return {"wall_seconds": seconds, "components": summary["components"],
-            "command": " ".join(cmd[1:])}
+            "command": common.as_run_from_repo(" ".join(cmd[1:]))}
 
 
 def main(argv=None):
@@ -46,7 +46,7 @@ def main(argv=None):
     help_times = [common.timed(lambda: subprocess.run(textgen("--help"), capture_output=True,
                                                       check=True)) for _ in range(5)]
     results = {"first": first, "cached": cached, "help": common.summary(help_times),
-               "pipeline_root": root}
+               "pipeline_root": common.as_run_from_repo(root)}
     common.save_result("pipeline_cost", results)
     print(json.dumps({"first": round(first["wall_seconds"]), "cached":
                       round(cached["wall_seconds"]),

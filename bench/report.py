@@ -172,8 +172,7 @@ def pipeline_section(r: Optional[Dict]) -> str:
     if not r:
         return missing("make bench")
     first, cached = r["first"], r["cached"]
-    command = first["command"].replace(os.path.dirname(common.REPO) + "/", "../").replace(
-        "../" + os.path.basename(common.REPO) + "/", "")
+    command = first["command"]
     names = list(first["components"])
     rows = [[n, f"{first['components'][n].get('seconds', 0):.1f}",
              f"{cached['components'].get(n, {}).get('seconds', 0):.1f}",
@@ -263,7 +262,7 @@ def quality_section(r: Optional[Dict]) -> str:
 
 COMMANDS = """\
 ```
-make bench            # ~30 min here: sections 1-4 (sets up .venv on a fresh clone)
+make bench            # 20-35 min here, as the machine drifts: sections 1-4 (sets up .venv on a fresh clone)
 make bench-quality    # hours: section 5; resumable (re-run it after an interruption)
 python -m bench.report   # (in .venv) re-writes this file from bench/results/*.json
 ```

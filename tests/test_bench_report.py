@@ -87,3 +87,11 @@ def test_report_renders_quality_tables_plot_and_notes(dirs, tmp_path):
     assert "Test CPU" in doc and "avx2" in doc
     assert doc.rstrip().endswith("Reading: ours is fine.")
     assert (docs / "bench_quality.png").stat().st_size > 1000
+
+
+def test_commands_are_recorded_as_typed_in_the_repository(monkeypatch):
+    monkeypatch.setattr(common, "REPO", "/tmp/clone/textgen")
+    recorded = common.as_run_from_repo(
+        "run --data /tmp/clone/shared/data/t.txt --pipeline-root /tmp/clone/textgen/bench/out/p")
+    assert recorded == "run --data ../shared/data/t.txt --pipeline-root bench/out/p"
+    assert common.as_run_from_repo("run --data /elsewhere/t.txt") == "run --data /elsewhere/t.txt"
