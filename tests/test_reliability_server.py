@@ -256,12 +256,16 @@ def test_a_small_proto_describing_a_huge_tensor_is_refused(limited_server):
 
 
 def long_generation_server(model_dir, request_timeout):
-    """Allows 64 rows × 10,000 characters: thousands of sequential steps, seconds of work."""
-    return limited_server_for(model_dir, max_batch_chars=10_000_000,
+    """Allows LONG_REQUEST: 200,000 sequential steps at batch 64, about 30 s of work here
+    (10,000 steps took 1-2 s, once finishing inside a 1 s timeout), so the timeouts below
+    always cut it short."""
+    return limited_server_for(model_dir, max_num_chars=LONG_CHARS,
+                              max_batch_chars=64 * (LONG_CHARS + 100),
                               request_timeout=request_timeout)
 
 
-LONG_REQUEST = generate_inputs(rows=64, num_chars=10_000)
+LONG_CHARS = 200_000
+LONG_REQUEST = generate_inputs(rows=64, num_chars=LONG_CHARS)
 
 
 def request_counts(server):
@@ -292,7 +296,7 @@ def test_a_grpc_client_deadline_cancels_the_work_on_the_server(tiny_serving_dir)
         with GrpcClient(server.grpc_target, timeout=0.2) as client:
             assert error_of(lambda: client.predict(LONG_REQUEST, "generate")).code == \
                 "DEADLINE_EXCEEDED"
-        # Had the model run on, the request would end in seconds as OK, not CANCELLED.
+        # Had the model run on, the request would end later as OK, not CANCELLED.
         wait_until(lambda: request_counts(server) == {"CANCELLED": 1})
 
 
