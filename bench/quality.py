@@ -177,7 +177,7 @@ def train_try(spec: Try, data: Data, max_epochs: int, patience: int,
         since_best = epoch - 1 - (run.state["best_epoch"] or 0)
         if since_best >= patience or epoch > max_epochs:
             run.state["stopped"] = (f"eval loss did not improve for {patience} "
-                                    f"epoch{'s' if patience > 1 else ''}"
+                                    f"epoch{'' if patience == 1 else 's'}"
                                     if since_best >= patience else f"reached {max_epochs} epochs")
             break
         model.optimizer.learning_rate.assign(run.state["learning_rate"])
@@ -273,12 +273,6 @@ def main(argv: Optional[List[str]] = None):
     for spec in TRIES:
         run = Run(spec)
         if run.state["epochs"]:
-            if "params" not in run.state:  # states written before params were recorded
-                from models import model as char_model
-                run.state["params"] = int(char_model.build_model(
-                    data.vocab_size, EMBEDDING, spec.rnn_units, spec.rnn_layers, spec.cell,
-                    spec.dropout).count_params())
-                run.save()
             record(run.state)
     if not args.text_quality_only:
         for name in args.tries.split(","):

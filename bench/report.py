@@ -222,8 +222,9 @@ def quality_section(r: Optional[Dict]) -> str:
            f"last 10% is held out ({r['eval_chars']:,}); vocabulary {r['vocab_size']} ids "
            f"(65 characters + [PAD], [UNK]); batch {r['batch']} × 100; Adam; one epoch = "
            f"one pass over the training windows. A try stops when its eval loss has not "
-           f"improved for {r['patience']} epoch{'' if r['patience'] == 1 else 's'} (at most {r['max_epochs']}); its best epoch's "
-           f"weights are kept. CPU-hours are the training process's CPU time.\n",
+           f"improved for {r['patience']} epoch{'' if r['patience'] == 1 else 's'} "
+           f"(at most {r['max_epochs']}); its best epoch's weights are kept. CPU-hours are "
+           "the training process's CPU time.\n",
            "Eval loss = mean NLL per held-out character over 101-character windows read from "
            "a zero state (what the pipeline's Evaluator computes); streamed = the held-out "
            "text read as 32 long streams with the state carried (more context per "
