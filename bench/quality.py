@@ -55,6 +55,10 @@ TRIES = [
     Try("two_layers", "2 x GRU 768, dropout 0.3 between layers and before the output",
         rnn_units=768, rnn_layers=2, dropout=0.3),
 ]
+# A try whose setting differs from an earlier one's only in what happens after a plateau
+# (learning-rate schedule, patience) runs epoch for epoch like it until that one stops at its
+# first plateau: it takes over those epochs and the checkpoint instead of re-running hours.
+TAKES_OVER = {"dropout_lr_plateau": "dropout"}
 BATCH, EMBEDDING = 64, 256
 STREAMS = 32
 
@@ -150,6 +154,46 @@ class Run:
         return min((e["eval_loss"] for e in self.state["epochs"]), default=math.inf)
 
 
+def take_over(run: Run, parent: Run, patience: int):
+    """Start `run` from `parent`'s finished epochs and last checkpoint, after replaying
+    `run`'s own schedule over them to check that it would have run them identically."""
+    spec = run.spec
+    differs = {k for k, v in asdict(parent.spec).items()
+               if asdict(spec)[k] != v} - {"name", "what", "plateau_factor", "patience"}
+    if differs:
+        raise SystemExit(f"try {spec.name!r} cannot take over {parent.spec.name!r}'s epochs: "
+                         f"they differ in {sorted(differs)}")
+    if not parent.state["done"]:
+        raise SystemExit(f"try {spec.name!r} takes over {parent.spec.name!r}'s epochs: train "
+                         f"that first (--tries {parent.spec.name},{spec.name})")
+    learning_rate, best, since_best = spec.learning_rate, math.inf, 0
+    for e in parent.state["epochs"]:
+        if since_best >= patience:
+            raise SystemExit(f"try {spec.name!r} would have stopped before "
+                             f"{parent.spec.name!r}'s epoch {e['epoch']}: delete "
+                             f"{spec.name} from TAKES_OVER to train it on its own")
+        if not math.isclose(e["learning_rate"], learning_rate):
+            raise SystemExit(f"{parent.spec.name!r} ran epoch {e['epoch']} at learning rate "
+                             f"{e['learning_rate']}, try {spec.name!r} would use "
+                             f"{learning_rate}: delete {spec.name} from TAKES_OVER")
+        if e["eval_loss"] < best:
+            best, since_best = e["eval_loss"], 0
+        else:
+            since_best += 1
+            learning_rate *= spec.plateau_factor
+    os.makedirs(run.dir, exist_ok=True)
+    for path in glob.glob(os.path.join(parent.dir, "last.*")) + [
+            os.path.join(parent.dir, "best.weights.h5")]:
+        shutil.copy2(path, run.dir)
+    run.state.update(epochs=[dict(e) for e in parent.state["epochs"]],
+                     best_epoch=parent.state["best_epoch"], learning_rate=learning_rate,
+                     took_over={"try": parent.spec.name,
+                                "epochs": len(parent.state["epochs"])})
+    run.save()
+    print(f"{spec.name}: took over {parent.spec.name}'s {len(parent.state['epochs'])} "
+          f"epochs; learning rate now {learning_rate:g}", flush=True)
+
+
 def train_try(spec: Try, data: Data, max_epochs: int, patience: int,
               on_epoch=lambda state: None) -> Dict:
     import tensorflow as tf
@@ -161,6 +205,9 @@ def train_try(spec: Try, data: Data, max_epochs: int, patience: int,
     if run.state["done"]:
         print(f"{spec.name}: done earlier ({run.state['stopped']})", flush=True)
         return run.state
+    if not run.state["epochs"] and spec.name in TAKES_OVER:
+        take_over(run, Run(next(t for t in TRIES if t.name == TAKES_OVER[spec.name])),
+                  patience)
     os.makedirs(run.dir, exist_ok=True)
     tf_keras.utils.set_random_seed(0)
     model = char_model.compile_model(
@@ -216,6 +263,7 @@ def summarize(state: Dict) -> Dict:
     best = state["epochs"][state["best_epoch"] - 1] if state.get("best_epoch") else None
     out = {"try": state["try"], "epochs": state["epochs"], "done": state["done"],
            "stopped": state["stopped"], "params": state.get("params"),
+           "took_over": state.get("took_over"),
            "cpu_hours": sum(e["cpu_seconds"] for e in state["epochs"]) / 3600}
     if best:
         nats = best["eval_loss"]

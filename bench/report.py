@@ -196,6 +196,9 @@ def quality_section(r: Optional[Dict]) -> str:
     rows = []
     for name, t in r["tries"].items():
         status = "done: " + t["stopped"] if t["done"] else "in progress / interrupted"
+        if t.get("took_over"):
+            status += (f"; epochs 1-{t['took_over']['epochs']} are `{t['took_over']['try']}`'s"
+                       " (the same run until its plateau)")
         if "best_eval_loss" in t:
             rows.append([f"`{name}`", t["try"]["what"], f"{t['params']:,}" if t["params"] else "",
                          f"{t['best_epoch']} of {len(t['epochs'])}",
@@ -208,10 +211,12 @@ def quality_section(r: Optional[Dict]) -> str:
 
     def draw(ax):
         for name, t in r["tries"].items():
-            epochs = [e["epoch"] for e in t["epochs"]]
-            line, = ax.plot(epochs, [e["eval_loss"] for e in t["epochs"]], "o-",
+            # A try that took over another's epochs is drawn from where it branches off.
+            shown = t["epochs"][(t.get("took_over") or {"epochs": 1})["epochs"] - 1:]
+            epochs = [e["epoch"] for e in shown]
+            line, = ax.plot(epochs, [e["eval_loss"] for e in shown], "o-",
                             label=f"{name} eval")
-            ax.plot(epochs, [e["train_loss"] for e in t["epochs"]], "--",
+            ax.plot(epochs, [e["train_loss"] for e in shown], "--",
                     color=line.get_color(), label=f"{name} train")
         ax.axhline(NANOGPT[0][1], color="grey", linestyle=":", label="nanoGPT 1.4697")
         ax.set_xlabel("epoch")
@@ -224,7 +229,8 @@ def quality_section(r: Optional[Dict]) -> str:
            f"one pass over the training windows. A try stops when its eval loss has not "
            f"improved for {r['patience']} epoch{'' if r['patience'] == 1 else 's'} "
            f"(at most {r['max_epochs']}); its best epoch's weights are kept. CPU-hours are "
-           "the training process's CPU time.\n",
+           "the training process's CPU time (for a try that took over another's epochs, "
+           "theirs included).\n",
            "Eval loss = mean NLL per held-out character over 101-character windows read from "
            "a zero state (what the pipeline's Evaluator computes); streamed = the held-out "
            "text read as 32 long streams with the state carried (more context per "

@@ -19,6 +19,10 @@ def dirs(tmp_path, monkeypatch):
     return results, docs
 
 
+MACHINE = {"cpu": "Test CPU", "cores": "2", "tensorflow": "2.16.2", "python": "3.11",
+           "date": "today", "vector_extensions": "avx2"}
+
+
 def epoch(n, train, evaluation):
     return {"epoch": n, "train_loss": train, "eval_loss": evaluation, "learning_rate": 1e-3,
             "cpu_seconds": 1800.0, "train_wall_seconds": 900.0}
@@ -52,6 +56,60 @@ def test_a_try_whose_settings_changed_is_refused(tmp_path, monkeypatch):
         quality.Run(quality.TRIES[0])
 
 
+def finished(spec, epochs, tmp_path):
+    run = quality.Run(spec)
+    run.state.update(epochs=epochs, best_epoch=2, done=True, params=4_000_000,
+                     stopped="eval loss did not improve for 1 epoch")
+    run.save()
+    for name in ("last.index", "last.data-00000-of-00001", "best.weights.h5"):
+        (tmp_path / spec.name / name).write_text(name)
+    return run
+
+
+def test_a_schedule_try_takes_over_the_epochs_it_shares_with_an_earlier_try(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setattr(quality, "QUALITY_DIR", str(tmp_path))
+    by_name = {t.name: t for t in quality.TRIES}
+    parent = finished(by_name["dropout"],
+                      [epoch(1, 2.0, 1.9), epoch(2, 1.5, 1.6), epoch(3, 1.2, 1.7)], tmp_path)
+    child = quality.Run(by_name["dropout_lr_plateau"])
+    quality.take_over(child, parent, patience=3)
+
+    assert [e["eval_loss"] for e in child.state["epochs"]] == [1.9, 1.6, 1.7]
+    assert child.state["best_epoch"] == 2
+    # Epoch 3 did not improve: the schedule has already cut the rate for epoch 4.
+    assert child.state["learning_rate"] == pytest.approx(1e-3 * 0.3)
+    assert child.state["took_over"] == {"try": "dropout", "epochs": 3}
+    assert (tmp_path / "dropout_lr_plateau" / "last.index").read_text() == "last.index"
+    again = quality.Run(by_name["dropout_lr_plateau"])  # saved: a restart resumes from it
+    assert again.state["epochs"] == child.state["epochs"]
+    assert quality.summarize(again.state)["took_over"]["epochs"] == 3
+
+
+def test_taking_over_is_refused_when_the_runs_would_not_have_been_identical(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(quality, "QUALITY_DIR", str(tmp_path))
+    by_name = {t.name: t for t in quality.TRIES}
+    child = quality.Run(by_name["dropout_lr_plateau"])
+
+    unfinished = quality.Run(by_name["dropout"])
+    unfinished.state["epochs"] = [epoch(1, 2.0, 1.9)]
+    with pytest.raises(SystemExit, match="train that first.*--tries dropout,dropout_lr"):
+        quality.take_over(child, unfinished, patience=3)
+
+    other_model = finished(by_name["lstm"], [epoch(1, 2.0, 1.9), epoch(2, 1.5, 1.6)],
+                           tmp_path)
+    with pytest.raises(SystemExit, match="differ in \\['cell'\\]"):
+        quality.take_over(child, other_model, patience=3)
+
+    long_plateau = finished(by_name["dropout"], [epoch(1, 2.0, 1.9), epoch(2, 1.5, 1.6),
+                                                 epoch(3, 1.2, 1.7), epoch(4, 1.1, 1.8)],
+                            tmp_path)
+    with pytest.raises(SystemExit, match="learning rate 0.001.*would use 0.0003"):
+        quality.take_over(child, long_plateau, patience=3)
+    assert not child.state["epochs"]
+
+
 def test_report_says_what_to_run_when_nothing_was_measured(dirs):
     _, docs = dirs
     report.main()
@@ -66,8 +124,7 @@ def test_report_renders_quality_tables_plot_and_notes(dirs, tmp_path):
     scored = {"words_in_training": 0.9, "distinct_2": 0.8, "distinct_3": 0.95,
               "longest_copy_chars": 21, "median_longest_copy_chars": 15.0,
               "longest_copy": "the king"}
-    data = {"machine": {"cpu": "Test CPU", "cores": "2", "tensorflow": "2.16.2",
-                        "python": "3.11", "date": "today", "vector_extensions": "avx2"},
+    data = {"machine": MACHINE,
             "train_chars": 900, "eval_chars": 100, "vocab_size": 67, "batch": 64,
             "patience": 1, "max_epochs": 30,
             "tries": {"tutorial": quality.summarize(state)},
@@ -87,6 +144,20 @@ def test_report_renders_quality_tables_plot_and_notes(dirs, tmp_path):
     assert "Test CPU" in doc and "avx2" in doc
     assert doc.rstrip().endswith("Reading: ours is fine.")
     assert (docs / "bench_quality.png").stat().st_size > 1000
+
+
+def test_report_says_which_epochs_a_try_took_over(dirs):
+    results, docs = dirs
+    state = quality_state([epoch(1, 2.0, 1.9), epoch(2, 1.5, 1.6), epoch(3, 1.2, 1.7),
+                           epoch(4, 1.1, 1.5)])
+    state["took_over"] = {"try": "dropout", "epochs": 3}
+    (results / "quality.json").write_text(json.dumps(
+        {"machine": MACHINE, "train_chars": 900, "eval_chars": 100, "vocab_size": 67,
+         "batch": 64, "patience": 1, "max_epochs": 30,
+         "tries": {"dropout_lr_plateau": quality.summarize(state)}}))
+    report.main()
+    doc = (docs / "benchmarks.md").read_text()
+    assert "epochs 1-3 are `dropout`'s" in doc and "4 of 4" in doc
 
 
 def test_commands_are_recorded_as_typed_in_the_repository(monkeypatch):
