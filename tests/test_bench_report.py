@@ -107,6 +107,8 @@ def test_taking_over_is_refused_when_the_runs_would_not_have_been_identical(tmp_
                             tmp_path)
     with pytest.raises(SystemExit, match="learning rate 0.001.*would use 0.0003"):
         quality.take_over(child, long_plateau, patience=3)
+    with pytest.raises(SystemExit, match="would have stopped before 'dropout''s epoch 4"):
+        quality.take_over(child, long_plateau, patience=1)
     assert not child.state["epochs"]
 
 
