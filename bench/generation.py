@@ -17,14 +17,15 @@ import tensorflow as tf
 
 from bench import common
 from models import export, features, model as char_model
+from models.settings import ModelSettings
 
 NUM_CHARS = 1000
 PROMPT = "ROMEO:"
 
 
 def build(vocab, rnn_units, embedding_dim=256):
-    keras_model = char_model.build_model(len(vocab) + features.NUM_RESERVED_IDS,
-                                         embedding_dim, rnn_units)
+    keras_model = char_model.build_model(len(vocab) + features.NUM_RESERVED_IDS, ModelSettings(
+        embedding_dim=embedding_dim, rnn_units=rnn_units, cell="gru", dropout=0.0))
     export_dir = tempfile.mkdtemp(prefix="bench-gen-")
     export.save(keras_model, vocab, "stream", os.path.join(export_dir, "1"))
     return keras_model, export_dir

@@ -223,7 +223,11 @@ def quality_section(r: Optional[Dict]) -> str:
         ax.set_ylabel("loss, nats/char")
         ax.set_title("Tiny Shakespeare, held-out last 10%")
         ax.legend(fontsize=7, ncol=2)
-    out = [f"Tiny Shakespeare: the first 90% trains ({r['train_chars']:,} characters), the "
+    out = [f"Measured before the Trainer had early stopping and presets, by an earlier "
+           f"`bench/quality.py` with its own loop, on {r['machine']['cpu']} "
+           f"({r['machine']['vector_extensions']}), float32; kept as the record of what each "
+           "idea was worth.\n",
+           f"Tiny Shakespeare: the first 90% trains ({r['train_chars']:,} characters), the "
            f"last 10% is held out ({r['eval_chars']:,}); vocabulary {r['vocab_size']} ids "
            f"(65 characters + [PAD], [UNK]); batch {r['batch']} × 100; Adam; one epoch = "
            f"one pass over the training windows. A try stops when its eval loss has not "
@@ -267,6 +271,74 @@ def quality_section(r: Optional[Dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+# Eval-loss levels whose CPU time to reach is tabled: the tutorial's own best, the
+# default recipe's target.
+TARGETS = (1.54, 1.50)
+
+
+def cpu_minutes_to(epochs: List[Dict], level: float) -> Optional[float]:
+    """Training CPU-minutes until the first epoch at or below `level` (None: never)."""
+    return next((e["cpu_minutes_total"] for e in epochs if e["eval_loss"] <= level), None)
+
+
+def time_to_quality_section(r: Optional[Dict]) -> str:
+    recipes = (r or {}).get("recipes") or {}
+    if not recipes:
+        return missing("make bench-quality")
+    rows = []
+    for name, t in recipes.items():
+        epochs = t["epochs"]
+        if not epochs:
+            continue
+        best = min(epochs, key=lambda e: e["eval_loss"])
+        reach = [cpu_minutes_to(epochs, level) for level in TARGETS]
+        rows.append([f"`{name}`", t["what"], t["machine"]["cpu"], t["precision"],
+                     f"{t['model']['cell']} {t['model']['rnn_layers']}×{t['model']['rnn_units']}"
+                     f", dropout {t['model']['dropout']}",
+                     f"{t['train']['batch_size']} / {t['train']['learning_rate']:g}",
+                     f"{best['epoch']} of {len(epochs)}", f"**{best['eval_loss']:.4f}**",
+                     f"{t['nanogpt_nats']:.4f}" if t.get("nanogpt_nats") else "",
+                     f"{epochs[-1]['cpu_minutes_total']:.0f}",
+                     *[f"{m:.0f}" if m is not None else "not reached" for m in reach],
+                     t.get("stopped") or "in progress / interrupted"])
+    out = ["Each recipe trained by `models.trainer.fit` (the pipeline's Trainer code and "
+           "callbacks) on the pipeline's ExampleGen/Transform output of tiny Shakespeare; eval "
+           "loss = the Evaluator's metric (nats/char over the held-out 101-character windows, "
+           "from a zero state); nanoGPT = its protocol (256-character windows, all positions) "
+           "at the exported epoch. CPU-minutes = the training process's CPU time, evaluation "
+           "after each epoch included (2 cores: wall time is about half).\n",
+           table(["recipe", "what", "CPU", "precision", "network", "batch / lr", "best epoch",
+                  "eval nats/char", "nanoGPT protocol", "CPU-min",
+                  *[f"CPU-min to ≤ {level}" for level in TARGETS], "stopped"], rows)]
+
+    def draw(ax):
+        for name, t in recipes.items():
+            if t["epochs"]:
+                ax.plot([e["cpu_minutes_total"] for e in t["epochs"]],
+                        [e["eval_loss"] for e in t["epochs"]], "o-", label=name)
+        for level in TARGETS:
+            ax.axhline(level, color="grey", linestyle=":")
+        ax.set_xlabel("training CPU-minutes")
+        ax.set_ylabel("eval loss, nats/char")
+        ax.set_ylim(top=2.2)
+        ax.set_title("Time to quality, tiny Shakespeare")
+        ax.legend(fontsize=7)
+    out += ["", plot("time_to_quality", draw)]
+    f32, bf16 = recipes.get("parity_float32"), recipes.get("parity_bfloat16")
+    if f32 and bf16 and f32["epochs"] and bf16["epochs"]:
+        rows = [[e["epoch"], f"{e['eval_loss']:.4f}", f"{b['eval_loss']:.4f}",
+                 f"{(b['eval_loss'] - e['eval_loss']) / e['eval_loss']:+.2%}",
+                 f"{e['cpu_seconds'] / 60:.1f}", f"{b['cpu_seconds'] / 60:.1f}"]
+                for e, b in zip(f32["epochs"], bf16["epochs"])]
+        out += ["", "### bf16 parity", "",
+                f"The default recipe, same seed and data order, float32 against "
+                f"mixed_bfloat16 (on {bf16['machine']['cpu']}: "
+                f"{bf16['machine']['vector_extensions']}):\n",
+                table(["epoch", "float32 eval", "mixed_bfloat16 eval", "difference",
+                       "float32 CPU-min", "bf16 CPU-min"], rows)]
+    return "\n".join(out) + "\n"
+
+
 COMMANDS = """\
 ```
 make bench            # 20-35 min here, as the machine drifts: sections 1-4 (sets up .venv on a fresh clone)
@@ -297,7 +369,8 @@ def main():
         "## 2. Generation", "", generation_section(generation),
         "## 3. Serving under load", "", serving_section(serving),
         "## 4. Pipeline cost", "", pipeline_section(pipeline_cost),
-        "## 5. Model quality (`make bench-quality`)", "", quality_section(quality),
+        "## 5. Time to quality (`make bench-quality`)", "", time_to_quality_section(quality),
+        "## 6. Model quality: earlier tries", "", quality_section(quality),
     ])
     notes = os.path.join(common.REPO, "bench", "NOTES.md")
     if os.path.exists(notes):

@@ -1,7 +1,7 @@
 """Training throughput (characters/second), tutorial-sized model (embedding 256, GRU 1024,
 batch 64, seq 100), steady state:
 
-  ours         the Trainer's path: Transform output → models.model.input_fn → build_model
+  ours         the Trainer's path: Transform output → models.trainer.input_fn → build_model
   tutorial     the tutorial's own: text → StringLookup → tf.data → its model → fit
   ours_xla     ours with XLA (jit_compile)
   ours_gru512  ours with a 512-unit GRU
@@ -11,6 +11,7 @@ plus a precision check: float32 vs mixed_bfloat16 from the same initial weights 
 order for the same steps; eval loss compared.
 """
 import argparse
+import dataclasses
 import glob
 import os
 import time
@@ -20,10 +21,13 @@ import tensorflow as tf
 import tf_keras
 
 from bench import common
-from models import features, model as char_model
+from models import features, model as char_model, trainer
+from models.settings import ModelSettings
 from pipeline import metadata
 
 BATCH, SEQ = 64, 100
+# The tutorial's network (the default recipe's differs; bench.quality compares recipes).
+TUTORIAL = ModelSettings(embedding_dim=256, rnn_units=1024, rnn_layers=1, cell="gru", dropout=0.0)
 
 
 class _Accessor:
@@ -48,7 +52,7 @@ def transform_output(pipeline_root):
 
 def ours_dataset(tft_output, examples_uri, split="train"):
     files = glob.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
-    return char_model.input_fn(files, _Accessor(), tft_output.transformed_metadata.schema,
+    return trainer.input_fn(files, _Accessor(), tft_output.transformed_metadata.schema,
                                BATCH, shuffle=split == "train", repeat=True, seed=0)
 
 
@@ -121,7 +125,7 @@ def precision_check(tft_output, examples_uri, vocab_size, steps, eval_batches):
     def train(policy):
         tf_keras.utils.set_random_seed(7)
         m = with_policy(policy, lambda: char_model.compile_model(
-            char_model.build_model(vocab_size), 1e-3))
+            char_model.build_model(vocab_size, TUTORIAL), 1e-3))
         start = time.perf_counter()
         m.fit(ours_dataset(tft_output, examples_uri), steps_per_epoch=steps, epochs=1, verbose=0)
         seconds = time.perf_counter() - start
@@ -153,7 +157,7 @@ def main(argv=None):
 
     def ours(units=1024, jit=False, policy="float32"):
         def build():
-            m = char_model.build_model(vocab_size, 256, units)
+            m = char_model.build_model(vocab_size, dataclasses.replace(TUTORIAL, rnn_units=units))
             m.compile(optimizer=tf_keras.optimizers.Adam(1e-3), loss=char_model.MaskedCharLoss(),
                       jit_compile=jit)
             return m

@@ -23,6 +23,7 @@ import tensorflow as tf
 import tf_keras
 
 from models import features
+from models import model as char_model
 
 logger = logging.getLogger(__name__)
 
@@ -108,13 +109,13 @@ def permutation(old_vocab: List[str], new_vocab: List[str]) -> List[int]:
     return list(range(features.NUM_RESERVED_IDS)) + [old_id[c] for c in new_vocab]
 
 
-def load_weights(model: tf_keras.Model, vocab: List[str], model_dir: str,
-                 build_model) -> None:
+def load_weights(model: tf_keras.Model, vocab: List[str], model_dir: str) -> None:
     """Sets `model`'s weights from the SavedModel in model_dir (a superset of `vocab`'s
     characters, same shape), gathering the vocabulary axis in `vocab`'s order."""
     info = read_model_info(model_dir)
     old_vocab = info["vocab"]
-    old = build_model(len(old_vocab) + features.NUM_RESERVED_IDS, **info["model"])
+    old = char_model.build_model(len(old_vocab) + features.NUM_RESERVED_IDS,
+                                 char_model.settings_of(info["model"]))
     # The SavedModel's variables are a checkpoint whose root is the export's Generator,
     # holding the Keras model as `model`.
     status = tf.train.Checkpoint(model=old).read(os.path.join(model_dir, "variables",
@@ -131,12 +132,12 @@ def load_weights(model: tf_keras.Model, vocab: List[str], model_dir: str,
 
 
 def apply(model: tf_keras.Model, vocab: List[str], model_settings: Dict[str, Any], mode: str,
-          serving_dir: Optional[str], enabled: bool, build_model) -> Dict[str, Any]:
+          serving_dir: Optional[str], enabled: bool) -> Dict[str, Any]:
     """Warm-starts `model` when it can; returns the report (also for the summary)."""
     if not enabled:
         return {"warm_start": False, "reason": "warm start is off (train.warm_start = false)"}
     report = plan(vocab, model_settings, mode, latest_served(serving_dir))
     if report["warm_start"]:
-        load_weights(model, vocab, report["from"], build_model)
+        load_weights(model, vocab, report["from"])
     logger.info("warm start: %s", report["reason"])
     return report

@@ -14,6 +14,7 @@ from typing import List, Optional
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from models.settings import CELLS, PRECISIONS  # noqa: E402
 from pipeline import configs  # noqa: E402
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
@@ -45,6 +46,10 @@ RUN_FLAGS = {
     "--learning-rate": ("train", "learning_rate", float),
     "--seed": ("train", "seed", int),
     "--precision": ("train", "precision", str),
+    "--clipnorm": ("train", "clipnorm", float),
+    "--patience": ("train", "patience", int),
+    "--lr-factor": ("train", "lr_factor", float),
+    "--lr-patience": ("train", "lr_patience", int),
     "--warm-start": ("train", "warm_start", bool),
     "--max-perplexity": ("eval", "max_perplexity", float),
     "--max-regression": ("eval", "max_regression", float),
@@ -56,6 +61,11 @@ RUN_FLAGS = {
 
 
 def _add_config_flags(p) -> None:
+    p.add_argument("--preset", choices=configs.presets(),
+                   help="a shipped recipe (pipeline/presets/), under --config and flags: "
+                   "tutorial = the TensorFlow tutorial's exact model and training; "
+                   "quality = the best model within about 2 CPU-hours; "
+                   "default: the best model within about 1 CPU-hour")
     p.add_argument("--config", help="TOML or YAML file with [data] [model] [train] [eval] [run] "
                    "[metadata] [vertex] (see docs/scheduling.md)")
     for flag, (section, name, kind) in RUN_FLAGS.items():
@@ -66,7 +76,8 @@ def _add_config_flags(p) -> None:
                            help=help_text)
             continue
         extra = {"choices": ["stream", "lines"]} if flag == "--mode" else \
-            {"choices": ["gru", "lstm"]} if flag == "--cell" else \
+            {"choices": list(CELLS)} if flag == "--cell" else \
+            {"choices": list(PRECISIONS)} if flag == "--precision" else \
             {"choices": ["strict", "replace"]} if flag == "--encoding-errors" else {}
         p.add_argument(flag, type=kind, default=None, help=help_text, **extra)
     p.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
@@ -132,7 +143,7 @@ def config_from_args(args) -> configs.Config:
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             overrides.setdefault(section, {})[name] = value
-    config = configs.load(args.config, overrides)
+    config = configs.load(args.config, overrides, preset=args.preset)
     if args.beam_arg:
         # Added to the file's arguments rather than replacing them: a config holds the
         # runner's set-up, a flag adjusts one value (Beam takes the last one given).

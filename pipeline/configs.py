@@ -8,11 +8,10 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from models.settings import CELLS, PRECISIONS, ModelSettings, TrainSettings
+
 # The tutorial's corpus, downloaded (and cached) when no --data is given.
 SHAKESPEARE_URL = "https://storage.googleapis.com/download.tensorflow.org/data/shakespeare.txt"
-
-
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 class ConfigError(ValueError):
@@ -29,33 +28,6 @@ class DataSettings:
     # With a {SPAN} pattern: read the latest span and the spans before it, this many in
     # all (1 = the latest span only). Spans are immutable once written (TFX's convention).
     span_count: int = 1
-
-
-@dataclasses.dataclass
-class ModelSettings:
-    embedding_dim: int = 256
-    rnn_units: int = 1024
-    rnn_layers: int = 1
-    cell: str = "gru"  # gru or lstm
-    dropout: float = 0.0  # between layers and before the output; never recurrent (cuDNN)
-
-
-@dataclasses.dataclass
-class TrainSettings:
-    epochs: int = 20
-    steps_per_epoch: Optional[int] = None  # None: one full pass over the train split
-    eval_steps: Optional[int] = None  # None: the whole eval split after each epoch
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    seed: int = 42
-    # Start from the weights of the newest model in the serving directory (the latest
-    # blessed one) when it has the same characters and shape; otherwise start fresh.
-    warm_start: bool = True
-    # Keras mixed precision: mixed_bfloat16 pays on CPUs with AVX-512 BF16/AMX, mixed_float16
-    # on GPUs; serving signatures stay float32 at their inputs and outputs either way.
-    precision: str = "float32"
-    # Export the weights of the epoch with the lowest eval loss, not the last epoch's.
-    keep_best: bool = True
 
 
 @dataclasses.dataclass
@@ -162,7 +134,8 @@ class Config:
         _positive_int("model.embedding_dim (--embedding-dim)", m.embedding_dim)
         _positive_int("model.rnn_units (--rnn-units)", m.rnn_units)
         _positive_int("model.rnn_layers (--rnn-layers)", m.rnn_layers)
-        _check(m.cell in ("gru", "lstm"), "model.cell (--cell)", m.cell, "must be 'gru' or 'lstm'")
+        _check(m.cell in CELLS, "model.cell (--cell)", m.cell,
+               f"must be one of {', '.join(CELLS)}")
         _check(_is_number(m.dropout) and 0 <= m.dropout < 1, "model.dropout (--dropout)",
                m.dropout, "must be in [0, 1)")
         _positive_int("train.epochs (--epochs)", t.epochs)
@@ -174,6 +147,13 @@ class Config:
         _check(_is_number(t.learning_rate) and t.learning_rate > 0,
                "train.learning_rate (--learning-rate)", t.learning_rate, "must be > 0")
         _check(isinstance(t.seed, int), "train.seed", t.seed, "must be an integer")
+        _check(_is_number(t.clipnorm) and t.clipnorm >= 0, "train.clipnorm (--clipnorm)",
+               t.clipnorm, "must be >= 0 (0: no clipping)")
+        _check(isinstance(t.patience, int) and t.patience >= 0, "train.patience (--patience)",
+               t.patience, "must be an integer >= 0 (0: never stop early)")
+        _check(_is_number(t.lr_factor) and 0 < t.lr_factor <= 1, "train.lr_factor (--lr-factor)",
+               t.lr_factor, "must be in (0, 1] (1: a constant learning rate)")
+        _positive_int("train.lr_patience (--lr-patience)", t.lr_patience)
         _check(t.precision in PRECISIONS, "train.precision (--precision)", t.precision,
                f"must be one of {', '.join(PRECISIONS)}")
         if e.max_perplexity is not None:
@@ -256,9 +236,25 @@ def load_file(path: str) -> Dict[str, Any]:
     raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file")
 
 
-def load(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None) -> Config:
-    """Defaults, then the file, then overrides; validated."""
+PRESETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
+
+
+def presets() -> List[str]:
+    """Names of the shipped presets (pipeline/presets/NAME.toml)."""
+    return sorted(name[:-len(".toml")] for name in os.listdir(PRESETS_DIR)
+                  if name.endswith(".toml"))
+
+
+def load(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None,
+         preset: Optional[str] = None) -> Config:
+    """Defaults, then the preset, then the file, then overrides; validated."""
     config = Config()
+    if preset:
+        if preset not in presets():
+            raise ConfigError(f"preset {preset!r}: unknown; expected one of "
+                              f"{', '.join(presets())}")
+        preset_path = os.path.join(PRESETS_DIR, preset + ".toml")
+        config.update(load_file(preset_path), source=f"preset {preset}")
     if path:
         config.update(load_file(path), source=path)
     if overrides:

@@ -4,7 +4,7 @@
           │                             │
           └──────────→ Transform ←──────┘      (character vocabulary, text → ids)
                            │
-                        Trainer                 (models.model.run_fn)
+                        Trainer                 (models.trainer.run_fn)
                            │
     latest blessed model → Evaluator            (perplexity bound, no regression)
                            │
@@ -73,7 +73,7 @@ def create_pipeline(config: Config, input_base: str, input_pattern: str, max_per
     [metadata] section (SQLite under the pipeline root unless it says mysql).
     """
     fingerprint = code_fingerprint()
-    data, train = config.data, config.train
+    data = config.data
     pipeline_root = _absolute(config.run.pipeline_root)
     serving_dir = _absolute(config.run.serving_dir)
     if metadata_connection is None:
@@ -95,14 +95,13 @@ def create_pipeline(config: Config, input_base: str, input_pattern: str, max_per
         preprocessing_fn="models.preprocessing.preprocessing_fn",
         custom_config={"code_fingerprint": fingerprint})
 
-    total_steps = train.epochs * train.steps_per_epoch if train.steps_per_epoch else None
+    # custom_config is the one source of the training's steps and epochs: TrainArgs and
+    # EvalArgs stay empty (run_fn reads neither).
     trainer = tfx.components.Trainer(
-        run_fn="models.model.run_fn",
+        run_fn="models.trainer.run_fn",
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(num_steps=total_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=train.eval_steps),
         custom_config={
             "model": config.to_dict()["model"],
             "train": config.to_dict()["train"],

@@ -5,7 +5,7 @@ from typing import Any, Dict, List, Optional
 
 from components.evaluator import BASELINE_PREFIX
 from models import features
-from models.model import WARM_START_REPORT
+from models.trainer import TRAINING_REPORT, WARM_START_REPORT
 from pipeline import metadata
 
 NODE_ORDER = ["TextExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
@@ -87,7 +87,7 @@ def collect(pipeline_root: str, settings=None, pipeline_name: Optional[str] = No
         out["model_id"] = model.id
     model_run = output("Trainer", "model_run")
     if model_run is not None:
-        for key, name in (("epochs", "epochs.json"), ("warm_start", WARM_START_REPORT)):
+        for key, name in (("training", TRAINING_REPORT), ("warm_start", WARM_START_REPORT)):
             path = os.path.join(model_run.uri, name)
             if tf.io.gfile.exists(path):
                 with tf.io.gfile.GFile(path, "r") as f:
@@ -155,9 +155,17 @@ def format_summary(s: Dict[str, Any], corpus=None, bound: Optional[float] = None
     elif warm:
         lines.append(f"training: {warm['reason']}" if warm["warm_start"]
                      else f"training: fresh start: {warm['reason']}")
-    for epoch in s.get("epochs") or []:
-        lines.append(f"  epoch {epoch['epoch']}: train loss {epoch.get('loss', float('nan')):.4f}, "
-                     f"eval loss {epoch.get('val_loss', float('nan')):.4f} nats/char")
+    training = s.get("training")
+    if training and trainer_state != "CACHED":
+        for epoch in training["epochs"]:
+            lines.append(f"  epoch {epoch['epoch']}: train loss {epoch['loss']:.4f}, eval loss "
+                         f"{epoch['val_loss']:.4f} nats/char, {epoch['cpu_seconds'] / 60:.1f} "
+                         "CPU-min")
+        lines.append(f"  stopped after epoch {training['epochs_run']}: {training['stopped']}; "
+                     f"exported epoch {training['exported_epoch']} (lowest eval loss)")
+        lines.append(f"  precision: {training['precision']} ({training['precision_reason']}); "
+                     f"training took {training['cpu_seconds'] / 60:.1f} CPU-min, "
+                     f"{training['wall_seconds'] / 60:.1f} min")
     ev = s.get("eval") or {}
     if "perplexity" in ev:
         lines.append(f"eval: loss {ev['nats_per_char']:.4f} nats/char, "

@@ -17,10 +17,11 @@ TINY_VOCAB = list("abcdefgh \n:é")
 def build_tiny_model(vocab=None, rnn_layers=1, cell="gru", seed=0):
     import tf_keras
     from models import features, model
+    from models.settings import ModelSettings
     vocab = vocab or TINY_VOCAB
     tf_keras.utils.set_random_seed(seed)
-    return model.build_model(len(vocab) + features.NUM_RESERVED_IDS, embedding_dim=8,
-                             rnn_units=16, rnn_layers=rnn_layers, cell=cell)
+    return model.build_model(len(vocab) + features.NUM_RESERVED_IDS, ModelSettings(
+        embedding_dim=8, rnn_units=16, rnn_layers=rnn_layers, cell=cell, dropout=0.0))
 
 
 def export_tiny_model(export_dir, vocab=None, mode="stream", rnn_layers=1, cell="gru", seed=0):

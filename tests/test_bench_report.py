@@ -1,10 +1,10 @@
-"""bench/report.py renders docs/benchmarks.md from results; bench/quality.py's bookkeeping."""
+"""bench/report.py renders docs/benchmarks.md from the results the benchmarks wrote."""
 import json
 import math
 
 import pytest
 
-from bench import common, quality, report
+from bench import common, report
 
 
 @pytest.fixture
@@ -28,88 +28,49 @@ def epoch(n, train, evaluation):
             "cpu_seconds": 1800.0, "train_wall_seconds": 900.0}
 
 
-def quality_state(epochs, done=True):
-    spec = quality.TRIES[0]
-    from dataclasses import asdict
-    best = min(range(len(epochs)), key=lambda i: epochs[i]["eval_loss"]) + 1
-    return {"try": asdict(spec), "epochs": epochs, "learning_rate": 1e-3, "best_epoch": best,
-            "done": done, "stopped": "eval loss did not improve for 1 epoch" if done else None,
-            "streamed_eval_loss": 1.5 if done else None, "params": 4_000_000}
+def tried(epochs, took_over=None):
+    """A finished try as the earlier quality bench summarised it into quality.json."""
+    best = min(epochs, key=lambda e: e["eval_loss"])
+    return {"try": {"name": "tutorial", "what": "the tutorial's model"}, "epochs": epochs,
+            "done": True, "stopped": "eval loss did not improve for 1 epoch",
+            "params": 4_000_000, "took_over": took_over, "cpu_hours": 1.5,
+            "best_epoch": best["epoch"], "best_eval_loss": best["eval_loss"],
+            "bits": best["eval_loss"] / math.log(2), "perplexity": math.exp(best["eval_loss"]),
+            "train_loss_at_best": best["train_loss"], "streamed_eval_loss": 1.5}
 
 
-def test_summarize_reports_the_best_epoch_in_nats_bits_and_perplexity():
-    s = quality.summarize(quality_state([epoch(1, 2.0, 1.9), epoch(2, 1.5, 1.6),
-                                         epoch(3, 1.2, 1.7)]))
-    assert s["best_epoch"] == 2 and s["best_eval_loss"] == 1.6
-    assert s["bits"] == pytest.approx(1.6 / math.log(2))
-    assert s["perplexity"] == pytest.approx(math.exp(1.6))
-    assert s["train_loss_at_best"] == 1.5
-    assert s["cpu_hours"] == pytest.approx(1.5)
+def recipe(epochs, precision="mixed_bfloat16", final=True):
+    cpu, out = 0.0, []
+    for n, (train, evaluation) in enumerate(epochs, 1):
+        cpu += 10.0 * 60
+        out.append({"epoch": n, "train_loss": train, "eval_loss": evaluation,
+                    "learning_rate": 1e-3, "cpu_seconds": 600.0, "cpu_minutes_total": cpu / 60})
+    entry = {"what": "a recipe", "preset": None, "overrides": {},
+             "model": {"cell": "lstm", "rnn_layers": 1, "rnn_units": 1024, "dropout": 0.3},
+             "train": {"batch_size": 64, "learning_rate": 2e-3}, "precision": precision,
+             "precision_reason": "auto", "machine": MACHINE, "epochs": out, "done": final}
+    if final:
+        entry.update(epochs_run=len(out), stopped="early stopping", exported_epoch=2,
+                     evaluator_nats=1.49, nanogpt_nats=1.45, cpu_minutes=cpu / 60)
+    return entry
 
 
-def test_a_try_whose_settings_changed_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(quality, "QUALITY_DIR", str(tmp_path))
-    run = quality.Run(quality.TRIES[0])
-    run.state["try"]["dropout"] = 0.5
-    run.save()
-    with pytest.raises(SystemExit, match="different setting.*delete"):
-        quality.Run(quality.TRIES[0])
-
-
-def finished(spec, epochs, tmp_path):
-    run = quality.Run(spec)
-    run.state.update(epochs=epochs, best_epoch=2, done=True, params=4_000_000,
-                     stopped="eval loss did not improve for 1 epoch")
-    run.save()
-    for name in ("last.index", "last.data-00000-of-00001", "best.weights.h5"):
-        (tmp_path / spec.name / name).write_text(name)
-    return run
-
-
-def test_a_schedule_try_takes_over_the_epochs_it_shares_with_an_earlier_try(tmp_path,
-                                                                           monkeypatch):
-    monkeypatch.setattr(quality, "QUALITY_DIR", str(tmp_path))
-    by_name = {t.name: t for t in quality.TRIES}
-    parent = finished(by_name["dropout"],
-                      [epoch(1, 2.0, 1.9), epoch(2, 1.5, 1.6), epoch(3, 1.2, 1.7)], tmp_path)
-    child = quality.Run(by_name["dropout_lr_plateau"])
-    quality.take_over(child, parent, patience=3)
-
-    assert [e["eval_loss"] for e in child.state["epochs"]] == [1.9, 1.6, 1.7]
-    assert child.state["best_epoch"] == 2
-    # Epoch 3 did not improve: the schedule has already cut the rate for epoch 4.
-    assert child.state["learning_rate"] == pytest.approx(1e-3 * 0.3)
-    assert child.state["took_over"] == {"try": "dropout", "epochs": 3}
-    assert (tmp_path / "dropout_lr_plateau" / "last.index").read_text() == "last.index"
-    again = quality.Run(by_name["dropout_lr_plateau"])  # saved: a restart resumes from it
-    assert again.state["epochs"] == child.state["epochs"]
-    assert quality.summarize(again.state)["took_over"]["epochs"] == 3
-
-
-def test_taking_over_is_refused_when_the_runs_would_not_have_been_identical(tmp_path,
-                                                                          monkeypatch):
-    monkeypatch.setattr(quality, "QUALITY_DIR", str(tmp_path))
-    by_name = {t.name: t for t in quality.TRIES}
-    child = quality.Run(by_name["dropout_lr_plateau"])
-
-    unfinished = quality.Run(by_name["dropout"])
-    unfinished.state["epochs"] = [epoch(1, 2.0, 1.9)]
-    with pytest.raises(SystemExit, match="train that first.*--tries dropout,dropout_lr"):
-        quality.take_over(child, unfinished, patience=3)
-
-    other_model = finished(by_name["lstm"], [epoch(1, 2.0, 1.9), epoch(2, 1.5, 1.6)],
-                           tmp_path)
-    with pytest.raises(SystemExit, match="differ in \\['cell'\\]"):
-        quality.take_over(child, other_model, patience=3)
-
-    long_plateau = finished(by_name["dropout"], [epoch(1, 2.0, 1.9), epoch(2, 1.5, 1.6),
-                                                 epoch(3, 1.2, 1.7), epoch(4, 1.1, 1.8)],
-                            tmp_path)
-    with pytest.raises(SystemExit, match="learning rate 0.001.*would use 0.0003"):
-        quality.take_over(child, long_plateau, patience=3)
-    with pytest.raises(SystemExit, match="would have stopped before 'dropout''s epoch 4"):
-        quality.take_over(child, long_plateau, patience=1)
-    assert not child.state["epochs"]
+def test_time_to_quality_table_counts_cpu_minutes_to_each_level(dirs):
+    results, docs = dirs
+    (results / "quality.json").write_text(json.dumps({"recipes": {
+        "default": recipe([(2.0, 1.9), (1.5, 1.52), (1.4, 1.49), (1.3, 1.495)]),
+        "parity_float32": recipe([(2.0, 2.0), (1.8, 1.8)], "float32", final=False),
+        "parity_bfloat16": recipe([(2.0, 2.01), (1.8, 1.791)], final=False)}}))
+    report.main()
+    doc = (docs / "benchmarks.md").read_text()
+    row = next(line for line in doc.splitlines() if line.startswith("| `default` |"))
+    # ≤ 1.54 first at epoch 2 (20 CPU-min), ≤ 1.50 first at epoch 3 (30 CPU-min).
+    assert "| **1.4900** | 1.4500 | 40 | 20 | 30 | early stopping |" in row
+    parity = next(line for line in doc.splitlines() if line.startswith("| 2 | 1.8000 |"))
+    assert "| 1.7910 | -0.50% |" in parity
+    assert "not reached" in next(line for line in doc.splitlines()
+                                 if line.startswith("| `parity_float32` |"))
+    assert (docs / "bench_time_to_quality.png").stat().st_size > 1000
 
 
 def test_report_says_what_to_run_when_nothing_was_measured(dirs):
@@ -122,14 +83,14 @@ def test_report_says_what_to_run_when_nothing_was_measured(dirs):
 
 def test_report_renders_quality_tables_plot_and_notes(dirs, tmp_path):
     results, docs = dirs
-    state = quality_state([epoch(1, 2.0, 1.9), epoch(2, 1.5, 1.6), epoch(3, 1.2, 1.7)])
     scored = {"words_in_training": 0.9, "distinct_2": 0.8, "distinct_3": 0.95,
               "longest_copy_chars": 21, "median_longest_copy_chars": 15.0,
               "longest_copy": "the king"}
     data = {"machine": MACHINE,
             "train_chars": 900, "eval_chars": 100, "vocab_size": 67, "batch": 64,
             "patience": 1, "max_epochs": 30,
-            "tries": {"tutorial": quality.summarize(state)},
+            "tries": {"tutorial": tried([epoch(1, 2.0, 1.9), epoch(2, 1.5, 1.6),
+                                         epoch(3, 1.2, 1.7)])},
             "text_quality": {"model": "tutorial", "samples": 10, "sample_chars": 1000,
                              "prompt": "\n", "temperatures": {
                                  "0.5": {**scored, "example": "KING:\nNo."}},
@@ -150,13 +111,12 @@ def test_report_renders_quality_tables_plot_and_notes(dirs, tmp_path):
 
 def test_report_says_which_epochs_a_try_took_over(dirs):
     results, docs = dirs
-    state = quality_state([epoch(1, 2.0, 1.9), epoch(2, 1.5, 1.6), epoch(3, 1.2, 1.7),
-                           epoch(4, 1.1, 1.5)])
-    state["took_over"] = {"try": "dropout", "epochs": 3}
     (results / "quality.json").write_text(json.dumps(
         {"machine": MACHINE, "train_chars": 900, "eval_chars": 100, "vocab_size": 67,
          "batch": 64, "patience": 1, "max_epochs": 30,
-         "tries": {"dropout_lr_plateau": quality.summarize(state)}}))
+         "tries": {"dropout_lr_plateau": tried(
+             [epoch(1, 2.0, 1.9), epoch(2, 1.5, 1.6), epoch(3, 1.2, 1.7), epoch(4, 1.1, 1.5)],
+             took_over={"try": "dropout", "epochs": 3})}}))
     report.main()
     doc = (docs / "benchmarks.md").read_text()
     assert "epochs 1-3 are `dropout`'s" in doc and "4 of 4" in doc

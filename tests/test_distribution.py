@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from models import model
+from models import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -16,14 +16,15 @@ STRATEGY = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import tensorflow as tf
-from models import model
-strategy = model.distribution_strategy()
+from models import model, trainer
+from models.settings import ModelSettings
+strategy = trainer.distribution_strategy()
 with strategy.scope():
-    m = model.build_model(10, embedding_dim=4, rnn_units=8)
+    m = model.build_model(10, ModelSettings(embedding_dim=4, rnn_units=8))
 print(json.dumps({"multi_worker": isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy),
                   "mirrored": isinstance(strategy, tf.distribute.MirroredStrategy),
                   "replicas": strategy.num_replicas_in_sync,
-                  "chief": model.is_chief(), "variable": type(m.weights[0]).__name__}))
+                  "chief": trainer.is_chief(), "variable": type(m.weights[0]).__name__}))
 """
 
 
@@ -69,10 +70,10 @@ def test_without_tf_config_one_cpu_uses_the_default_strategy():
 ])
 def test_only_the_chief_exports(monkeypatch, tf_config, chief):
     monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
-    assert model.is_chief() is chief
+    assert trainer.is_chief() is chief
 
 
 def test_a_broken_tf_config_is_named(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{cluster:")
     with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
-        model.distribution_strategy()
+        trainer.distribution_strategy()

@@ -63,32 +63,3 @@ def test_a_few_training_steps_lower_the_loss():
     history = m.fit(x, y, epochs=15, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0] * 0.7
     assert m.output_shape[-1] == vocab_size + features.NUM_RESERVED_IDS
-
-
-def test_keep_best_weights_restores_the_lowest_eval_loss_epoch():
-    m = build_tiny_model()
-    keep = model.KeepBestWeights()
-    keep.set_model(m)
-    snapshots = []
-    for epoch, val_loss in enumerate([3.0, 2.0, 2.5]):
-        m.set_weights([w + epoch for w in build_tiny_model(seed=epoch).get_weights()])
-        snapshots.append(m.get_weights())
-        keep.on_epoch_end(epoch, {"val_loss": val_loss})
-    keep.on_train_end()
-    assert keep.best_epoch == 2
-    assert all((a == b).all() for a, b in zip(m.get_weights(), snapshots[1]))
-
-
-def test_backup_dir_is_stable_across_executions_of_the_same_training(tmp_path):
-    class Args:
-        custom_config = {"train": {"epochs": 3}}
-        transform_output = "/root/Transform/transform_graph/5"
-        train_files = ["/root/Transform/transformed_examples/5/Split-train/*"]
-        model_run_dir = str(tmp_path / "Trainer" / "model_run" / "7")
-
-    first = model.backup_dir(Args)
-    Args.model_run_dir = str(tmp_path / "Trainer" / "model_run" / "12")
-    assert model.backup_dir(Args) == first
-    assert first.startswith(str(tmp_path / "Trainer" / "backup"))
-    Args.custom_config = {"train": {"epochs": 4}}
-    assert model.backup_dir(Args) != first

@@ -68,7 +68,7 @@ def test_vertex_definition_names_every_component(tmp_path, capsys):
     # Settings reach the components: the span range and the code wired by dotted path.
     text = json.dumps(definition)
     assert "span-{SPAN}/*.txt" in text and "span_count" in text
-    assert "models.model.run_fn" in text
+    assert "models.trainer.run_fn" in text
     assert "Trainer" in out and "wrote" in out
 
 

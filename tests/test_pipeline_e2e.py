@@ -30,7 +30,7 @@ def make_corpus(path, chars=24_000, seed=0):
 
 
 TINY = ["--epochs", "2", "--steps-per-epoch", "15", "--eval-steps", "5", "--batch-size", "16",
-        "--embedding-dim", "16", "--rnn-units", "32", "--learning-rate", "0.01",
+        "--embedding-dim", "16", "--rnn-units", "32", "--cell", "gru", "--learning-rate", "0.01",
         "--seq-length", "40", "--sample-chars", "60"]
 
 
@@ -75,7 +75,11 @@ def test_first_run_executes_everything_blesses_and_pushes(runs, capsys):
     assert s["vocab_size"] == len(set(open(os.path.join(
         os.path.dirname(runs["root"]), "corpus.txt"), encoding="utf-8").read()))
     assert 1.0 < s["eval"]["perplexity"] < 200
-    assert len(s["epochs"]) == 2 and all("val_loss" in e for e in s["epochs"])
+    training = s["training"]
+    assert len(training["epochs"]) == 2 and all("val_loss" in e for e in training["epochs"])
+    assert training["exported_epoch"] == 1 + min(
+        range(2), key=lambda i: training["epochs"][i]["val_loss"])
+    assert training["precision"] in ("float32", "mixed_bfloat16")
     # The summary printed the numbers and a sample from the pushed model.
     assert "perplexity" in r["out"] and "blessed: yes" in r["out"]
     assert "sample from" in r["out"] and "ROMEO:" in r["out"]

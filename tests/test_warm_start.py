@@ -38,7 +38,7 @@ def test_same_characters_reordered_carry_the_weights_over(serving_dir):
     report = warm_start.plan(reordered, SHAPE, "stream", warm_start.latest_served(serving_dir))
     assert report["warm_start"] and report["version"] == 7 and "reordered" in report["reason"]
     new = build_tiny_model(reordered, seed=5)
-    warm_start.load_weights(new, reordered, report["from"], char_model.build_model)
+    warm_start.load_weights(new, reordered, report["from"])
     old = tf.saved_model.load(report["from"])
     # Scoring the same text through both gives the same likelihood: the ids differ,
     # the function is the same.
@@ -50,7 +50,7 @@ def test_same_characters_reordered_carry_the_weights_over(serving_dir):
     np.testing.assert_allclose(new_nll.numpy(), old_nll.numpy(), rtol=1e-5)
     # Embedding row of a character follows the character.
     old_keras = build_tiny_model(TINY_VOCAB)
-    warm_start.load_weights(old_keras, TINY_VOCAB, report["from"], char_model.build_model)
+    warm_start.load_weights(old_keras, TINY_VOCAB, report["from"])
     new_row = new.get_layer("embedding").get_weights()[0][features.NUM_RESERVED_IDS]
     old_row = old_keras.get_layer("embedding").get_weights()[0][
         TINY_VOCAB.index(reordered[0]) + features.NUM_RESERVED_IDS]
@@ -76,9 +76,9 @@ def test_a_smaller_vocabulary_keeps_the_rows_of_the_remaining_characters(serving
     assert f"{len(fewer)} of its {len(TINY_VOCAB)} characters" in report["reason"]
     assert "':'" in report["reason"] and "'é'" in report["reason"]
     new = build_tiny_model(fewer, seed=5)
-    warm_start.load_weights(new, fewer, served[1], char_model.build_model)
+    warm_start.load_weights(new, fewer, served[1])
     old = build_tiny_model(TINY_VOCAB)
-    warm_start.load_weights(old, TINY_VOCAB, served[1], char_model.build_model)
+    warm_start.load_weights(old, TINY_VOCAB, served[1])
     old_id = {c: i + features.NUM_RESERVED_IDS for i, c in enumerate(TINY_VOCAB)}
     rows = [0, 1] + [old_id[c] for c in fewer]
     np.testing.assert_array_equal(new.get_layer("embedding").get_weights()[0],
@@ -102,11 +102,9 @@ def test_another_shape_or_mode_starts_fresh(serving_dir):
 def test_nothing_served_or_switched_off(tmp_path):
     model = build_tiny_model()
     before = [w.copy() for w in model.get_weights()]
-    report = warm_start.apply(model, TINY_VOCAB, SHAPE, "stream", str(tmp_path), True,
-                              char_model.build_model)
+    report = warm_start.apply(model, TINY_VOCAB, SHAPE, "stream", str(tmp_path), True)
     assert not report["warm_start"] and "no blessed model" in report["reason"]
-    report = warm_start.apply(model, TINY_VOCAB, SHAPE, "stream", str(tmp_path), False,
-                              char_model.build_model)
+    report = warm_start.apply(model, TINY_VOCAB, SHAPE, "stream", str(tmp_path), False)
     assert "off" in report["reason"]
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
     json.dumps(report)  # the summary reads it back from the model run dir

@@ -1,0 +1,165 @@
+"""The Trainer: precision choice, early stopping, the best epoch across a resume, presets."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from conftest import build_tiny_model
+from models import model, precision, trainer
+from models.settings import TrainSettings
+from pipeline import configs
+
+AMX = ("fpu", "avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+AVX512_BF16 = ("fpu", "avx2", "avx512f", "avx512_bf16")
+AVX2 = ("fpu", "avx", "avx2", "fma")
+
+
+@pytest.mark.parametrize("flags, gpus, expected", [
+    (AMX, (), "mixed_bfloat16"),
+    (AVX512_BF16, (), "mixed_bfloat16"),
+    (AVX2, (), "float32"),
+    (("avx2", "amx_bf16"), (), "mixed_bfloat16"),
+    (AVX2, ((8, 0),), "mixed_float16"),
+    (AVX2, ((7, 5), (8, 6)), "mixed_float16"),
+    (AMX, ((6, 1),), "float32"),  # a Pascal GPU trains in float32, whatever the CPU
+])
+def test_auto_precision_follows_the_hardware(flags, gpus, expected):
+    policy, why = precision.choose("auto", flags=flags, gpus=gpus, onednn=True)
+    assert policy == expected
+    assert why.startswith("auto:")
+
+
+def test_native_bf16_without_onednn_is_float32_and_explicit_values_win():
+    assert precision.choose("auto", flags=AMX, gpus=(), onednn=False)[0] == "float32"
+    assert precision.choose("float32", flags=AMX, gpus=())[0] == "float32"
+    assert precision.choose("mixed_bfloat16", flags=AVX2, gpus=())[0] == "mixed_bfloat16"
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\n")
+    assert precision.cpu_flags(str(cpuinfo)) == ("fpu", "avx2", "avx512_bf16")
+    assert precision.cpu_flags(str(tmp_path / "missing")) == ()
+
+
+def _callbacks(state_dir, report_dir, patience=2, factor=0.5):
+    es = tf_keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                          restore_best_weights=True)
+    rlr = tf_keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=factor, patience=1)
+    record = trainer.TrainingRecord(str(state_dir), str(report_dir), es, rlr)
+    return es, rlr, record
+
+
+def _drive(m, callbacks, epochs, losses, weights_of):
+    """What fit does around each epoch: the callbacks in order, given val losses."""
+    cbs = tf_keras.callbacks.CallbackList(list(callbacks), model=m)
+    cbs.on_train_begin()
+    for epoch, val_loss in zip(epochs, losses):
+        cbs.on_epoch_begin(epoch)
+        m.set_weights(weights_of(epoch))
+        cbs.on_epoch_end(epoch, {"loss": val_loss + 0.1, "val_loss": val_loss,
+                                 "val_perplexity": float(np.exp(val_loss))})
+        if m.stop_training:
+            break
+    cbs.on_train_end()
+
+
+def _weights_of(template):
+    return lambda epoch: [np.full_like(w, epoch + 1) for w in template]
+
+
+def _compiled():
+    return model.compile_model(build_tiny_model(), learning_rate=0.01)
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch(tmp_path):
+    m = _compiled()
+    es, _, record = _callbacks(tmp_path / "state", tmp_path / "report", patience=2)
+    _drive(m, [es, record], range(10), [3.0, 2.0, 1.5, 1.7, 1.6, 1.2, 1.1],
+           _weights_of(m.get_weights()))
+    # Epoch 3 (1.5) is best; epochs 4 and 5 do not beat it: stop after epoch 5.
+    assert es.stopped_epoch == 4
+    assert all((w == 3).all() for w in m.get_weights())
+    with open(tmp_path / "report" / trainer.TRAINING_REPORT) as f:
+        report = json.load(f)
+    assert report["epochs_run"] == 5 and report["exported_epoch"] == 3
+    assert report["best_eval_loss"] == pytest.approx(1.5)
+    assert "early stopping" in report["stopped"]
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3, 4, 5]
+
+
+def test_the_best_epoch_survives_an_interruption(tmp_path):
+    m = _compiled()
+    weights_of = _weights_of(m.get_weights())
+    es, rlr, record = _callbacks(tmp_path / "state", tmp_path / "report1", patience=3)
+    cbs = tf_keras.callbacks.CallbackList([es, rlr, record], model=m)
+    cbs.on_train_begin()
+    for epoch, val_loss in enumerate([3.0, 1.0, 2.0]):  # best: epoch 2; then a plateau
+        cbs.on_epoch_begin(epoch)
+        m.set_weights(weights_of(epoch))
+        cbs.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss, "val_perplexity": 1.0})
+    lr_after_plateau = float(m.optimizer.learning_rate.numpy())
+    # Killed here: no on_train_end. A new process builds new callbacks and a new model;
+    # BackupAndRestore would bring back the last epoch's weights and optimizer.
+    m2 = _compiled()
+    m2.set_weights(weights_of(2))
+    m2.optimizer.learning_rate.assign(lr_after_plateau)
+    es2, rlr2, record2 = _callbacks(tmp_path / "state", tmp_path / "report2", patience=3)
+    _drive(m2, [es2, rlr2, record2], range(3, 10), [2.5, 1.5, 3.0], weights_of)
+    # Epoch 2 of the first process is still the best of the whole run, counted across the
+    # kill: 3 epochs without improvement (3, 4, 5) → stop after epoch 5 (index 4).
+    assert es2.stopped_epoch == 4
+    assert all((w == 2).all() for w in m2.get_weights())
+    with open(tmp_path / "report2" / trainer.TRAINING_REPORT) as f:
+        report = json.load(f)
+    assert report["exported_epoch"] == 2
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3, 4, 5]
+    # The plateau counter carried over too: epochs 3 and 4 both failed to improve.
+    assert rlr2.wait == 0 and float(m2.optimizer.learning_rate.numpy()) < lr_after_plateau
+    assert not os.path.exists(tmp_path / "state"), "a finished run leaves no state to resume"
+
+
+def test_fit_trains_stops_early_and_keeps_the_lowest_eval_loss(tmp_path):
+    m = _compiled()
+    ids = tf.constant([[2, 3, 4, 5, 6, 7, 2, 3, 4, 5, 6, 7]] * 8, tf.int64)
+    ds = tf.data.Dataset.from_tensor_slices(ids).batch(4).map(model.to_inputs_and_targets)
+    settings = TrainSettings(epochs=6, learning_rate=0.05, patience=2, lr_factor=0.5)
+    record = trainer.fit(m, ds, ds, settings, str(tmp_path / "backup"), str(tmp_path / "run"))
+    losses = [e["val_loss"] for e in record["epochs"]]
+    best = int(np.argmin(losses))
+    assert record["exported_epoch"] == best + 1
+    assert losses[-1] < losses[0]
+    # The model holds the exported epoch's weights: evaluating it gives that epoch's loss.
+    assert m.evaluate(ds, verbose=0)[0] == pytest.approx(losses[best], rel=1e-4)
+
+
+def test_presets_parse_and_the_tutorial_preset_is_the_tutorial():
+    for name in configs.presets():
+        configs.load(preset=name)
+    tutorial = configs.load(preset="tutorial")
+    assert (tutorial.model.cell, tutorial.model.rnn_units, tutorial.model.dropout) == \
+        ("gru", 1024, 0.0)
+    assert (tutorial.train.batch_size, tutorial.train.learning_rate, tutorial.train.epochs,
+            tutorial.train.precision, tutorial.train.patience) == (64, 1e-3, 20, "float32", 0)
+    # Flags still win over a preset.
+    assert configs.load(overrides={"train": {"epochs": 2}}, preset="tutorial").train.epochs == 2
+    with pytest.raises(configs.ConfigError, match="preset 'nope'"):
+        configs.load(preset="nope")
+
+
+def test_backup_dir_is_stable_across_executions_of_the_same_training(tmp_path):
+    class Args:
+        custom_config = {"train": {"epochs": 3}}
+        transform_output = "/root/Transform/transform_graph/5"
+        train_files = ["/root/Transform/transformed_examples/5/Split-train/*"]
+        model_run_dir = str(tmp_path / "Trainer" / "model_run" / "7")
+
+    first = trainer.backup_dir(Args)
+    Args.model_run_dir = str(tmp_path / "Trainer" / "model_run" / "12")
+    assert trainer.backup_dir(Args) == first
+    assert first.startswith(str(tmp_path / "Trainer" / "backup"))
+    Args.custom_config = {"train": {"epochs": 4}}
+    assert trainer.backup_dir(Args) != first
