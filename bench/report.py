@@ -56,47 +56,36 @@ def machine_section(results: List[Optional[Dict]]) -> str:
 def training_section(r: Optional[Dict]) -> str:
     if not r:
         return missing("make bench")
-    names = {"ours": "ours (the Trainer's path: Transform output → input_fn → build_model)",
-             "tutorial": "tutorial (text → StringLookup → tf.data → fit)",
-             "ours_xla": "ours + XLA jit_compile", "ours_gru512": "ours, GRU 512",
-             "ours_bf16": "ours, mixed_bfloat16"}
+    if "ours_default_vs_tutorial_paired" not in r:
+        return missing("make bench") + "(The results on file predate the current contenders.)\n"
+    names = {"tutorial": "tutorial (text → StringLookup → tf.data → fit)",
+             "ours": "ours (the Trainer's path: Transform output → input_fn → build_model)",
+             "ours_default": "ours at the default precision and batch size",
+             "default_recipe": "`textgen run`'s default network, precision and batch size"}
     c = r["contenders"]
-    rows = [[names.get(n, n), f"{v['median']:.3f}", spread(v), f"{v['chars_per_s']:,.0f}",
-             f"{v['speedup_vs_ours']:.2f}", f"{v['flops_per_step'] / 1e9:,.0f}",
-             f"{v['gflops_per_s']:.1f}"] for n, v in c.items()]
-    out = [f"Batch {r['batch']} × {r['seq']} characters, tutorial-sized model, "
-           f"{r['steps_per_repetition']} steps per repetition after a warm-up, contenders "
-           f"alternated; step time: median of the repetitions (spread: min–max); speed vs "
-           f"ours = ours' step time / this one's.\n",
-           table(["contender", "s/step", "spread", "chars/s", "speed vs ours", "GFLOP/step",
-                  "GFLOP/s"], rows), "",
-           f"**Ours vs the tutorial: tutorial step time / ours = {r['ours_vs_tutorial']:.2f} "
-           f"(medians)" + (f"; paired within each repetition: median "
-                           f"{r['ours_vs_tutorial_paired']['median']:.2f}, "
-                           f"{spread(r['ours_vs_tutorial_paired'])}"
-                           if "ours_vs_tutorial_paired" in r else "") +
-           ". Above 1 means ours is faster.**", "",
-           "FLOP estimate of one step: 3 (forward + backward) × 2 × multiply-adds per "
-           "character (GRU gates 3·units·(embedding+units) + output layer units·vocab) × "
-           "characters; GFLOP/s is that over the measured step time" +
-           (f", against a rough float32 peak of {r['machine']['peak_gflops']:.0f} GFLOP/s "
-            f"(cores × clock × 32 FLOP/cycle with AVX2 FMA): ours reaches "
-            f"{100 * c['ours']['gflops_per_s'] / r['machine']['peak_gflops']:.0f}% of it."
-            if r.get("machine", {}).get("peak_gflops") else "."), ""]
+    rows = [[names.get(n, n), f"{v['network']['cell']} {v['network']['rnn_layers']}×"
+             f"{v['network']['rnn_units']}", v["precision"], str(v["batch"]),
+             f"{v['median']:.3f}", spread(v), f"{v['chars_per_s']:,.0f}",
+             f"{v['speed_vs_tutorial']:.2f}", f"{v['gflops_per_s']:.1f}"] for n, v in c.items()]
+    m = r.get("machine", {})
+    out = [f"Sequences of {r['seq']} characters, {r['steps_per_repetition']} steps per "
+           f"repetition after a warm-up, contenders alternated; step time: median of the "
+           f"repetitions (spread: min–max). Machine: {m.get('cpu')} "
+           f"({m.get('vector_extensions')}); the default precision here is "
+           f"{r['default_precision']} ({r['default_precision_reason']}).\n",
+           table(["contender", "network", "precision", "batch", "s/step", "spread", "chars/s",
+                  "chars/s vs tutorial", "GFLOP/s"], rows), ""]
+    for name in ("ours", "ours_default"):
+        p = r[f"{name}_vs_tutorial_paired"]
+        out.append(f"**{names[name]} vs the tutorial, chars/s paired within each repetition: "
+                   f"median {p['median']:.2f}×, {spread(p)}.**")
+    out += ["", "FLOP estimate of one step: 3 (forward + backward) × 2 × multiply-adds per "
+            "character (RNN gates + output layer) × characters; GFLOP/s is that over the "
+            "measured step time.", ""]
     out.append(plot("training", lambda ax: (
         ax.barh(list(c)[::-1], [v["chars_per_s"] for v in c.values()][::-1], color="#4c72b0"),
         ax.set_xlabel("training characters / second (median)"),
-        ax.set_title("Training throughput, batch 64 × 100"))))
-    p = r.get("precision_check")
-    if p:
-        out += ["", "### Mixed precision", "",
-                table(["policy", "eval loss after the same steps", "train seconds"],
-                      [[k, f"{p[k]['eval_loss']:.4f}", f"{p[k]['train_seconds']:.1f}"]
-                       for k in ("float32", "mixed_bfloat16")]), "",
-                f"Same initial weights and batches for {p['steps']} steps, eval over "
-                f"{p['eval_batches']} batches: bf16's eval loss differs by "
-                f"{100 * p['relative_difference']:+.2f}%. Its speed is the `ours_bf16` row "
-                f"above ({c['ours_bf16']['speedup_vs_ours']:.2f}× float32)."]
+        ax.set_title("Training throughput"))))
     return "\n".join(out) + "\n"
 
 

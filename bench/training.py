@@ -1,14 +1,15 @@
-"""Training throughput (characters/second), tutorial-sized model (embedding 256, GRU 1024,
-batch 64, seq 100), steady state:
+"""Training throughput (characters/second), steady state, contenders alternated:
 
-  ours         the Trainer's path: Transform output → models.trainer.input_fn → build_model
-  tutorial     the tutorial's own: text → StringLookup → tf.data → its model → fit
-  ours_xla     ours with XLA (jit_compile)
-  ours_gru512  ours with a 512-unit GRU
-  ours_bf16    ours under Keras' mixed_bfloat16 policy (logits and loss in float32)
+  tutorial        the tutorial's pipeline: text → StringLookup → tf.data → its GRU 1024
+                  model → fit; float32, batch 64
+  ours            the Trainer's path (Transform output → models.trainer.input_fn →
+                  build_model), the same network, float32, batch 64
+  ours_default    the Trainer's path, the same network, at the default precision (`auto`:
+                  what this machine runs fastest) and the default batch size
+  default_recipe  what `textgen run` trains by default: the default network, precision
+                  and batch size
 
-plus a precision check: float32 vs mixed_bfloat16 from the same initial weights and data
-order for the same steps; eval loss compared.
+Characters per second is a means; time to a given eval loss (bench.quality) is the end.
 """
 import argparse
 import dataclasses
@@ -21,8 +22,8 @@ import tensorflow as tf
 import tf_keras
 
 from bench import common
-from models import features, model as char_model, trainer
-from models.settings import ModelSettings
+from models import features, model as char_model, precision, trainer
+from models.settings import ModelSettings, TrainSettings
 from pipeline import metadata
 
 BATCH, SEQ = 64, 100
@@ -95,10 +96,14 @@ class StepTimes(tf_keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def params_per_char(vocab_size, embedding_dim, units):
-    """Multiply-adds per character of one forward step (GRU gates + output layer)."""
-    gru = 3 * units * (embedding_dim + units) + 6 * units
-    return gru + units * vocab_size
+def params_per_char(vocab_size, network: ModelSettings):
+    """Multiply-adds per character of one forward step (RNN gates + output layer)."""
+    gates = 3 if network.cell == "gru" else 4
+    inputs, total = network.embedding_dim, 0
+    for _ in range(network.rnn_layers):
+        total += gates * network.rnn_units * (inputs + network.rnn_units)
+        inputs = network.rnn_units
+    return total + network.rnn_units * vocab_size
 
 
 def contender(model, dataset, warmup, steps):
@@ -120,24 +125,6 @@ def with_policy(policy, build):
         tf_keras.mixed_precision.set_global_policy("float32")
 
 
-def precision_check(tft_output, examples_uri, vocab_size, steps, eval_batches):
-    """Same initial weights, same batches: float32 vs mixed_bfloat16 eval loss."""
-    def train(policy):
-        tf_keras.utils.set_random_seed(7)
-        m = with_policy(policy, lambda: char_model.compile_model(
-            char_model.build_model(vocab_size, TUTORIAL), 1e-3))
-        start = time.perf_counter()
-        m.fit(ours_dataset(tft_output, examples_uri), steps_per_epoch=steps, epochs=1, verbose=0)
-        seconds = time.perf_counter() - start
-        loss = m.evaluate(ours_dataset(tft_output, examples_uri, "eval"), steps=eval_batches,
-                          verbose=0)[0]
-        return {"eval_loss": float(loss), "train_seconds": seconds}
-    f32, bf16 = train("float32"), train("mixed_bfloat16")
-    return {"steps": steps, "eval_batches": eval_batches, "float32": f32,
-            "mixed_bfloat16": bf16,
-            "relative_difference": (bf16["eval_loss"] - f32["eval_loss"]) / f32["eval_loss"]}
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pipeline-root", default=os.path.join(common.OUT_DIR, "pipeline_root"))
@@ -146,7 +133,6 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--repetitions", type=int, default=6)
-    parser.add_argument("--precision-steps", type=int, default=20)
     args = parser.parse_args(argv)
 
     tft_output, examples_uri = transform_output(args.pipeline_root)
@@ -155,47 +141,52 @@ def main(argv=None):
     with open(common.SHAKESPEARE, encoding="utf-8") as f:
         tutorial_ds, tutorial_vocab = tutorial_dataset(f.read())
 
-    def ours(units=1024, jit=False, policy="float32"):
+    default_policy, why = precision.choose(TrainSettings().precision)
+    default_batch = TrainSettings().batch_size
+
+    def ours(network, policy, batch):
         def build():
-            m = char_model.build_model(vocab_size, dataclasses.replace(TUTORIAL, rnn_units=units))
-            m.compile(optimizer=tf_keras.optimizers.Adam(1e-3), loss=char_model.MaskedCharLoss(),
-                      jit_compile=jit)
+            m = char_model.build_model(vocab_size, network)
+            m.compile(optimizer=tf_keras.optimizers.Adam(1e-3), loss=char_model.MaskedCharLoss())
             return m
-        return contender(with_policy(policy, build), ours_dataset(tft_output, examples_uri),
+        return contender(with_policy(policy, build),
+                         ours_dataset(tft_output, examples_uri, batch=batch),
                          args.warmup, args.steps)
 
     tutorial_model = TutorialModel(tutorial_vocab)
     tutorial_model.compile(optimizer="adam",
                            loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    contenders = {
-        "ours": ours(),
-        "tutorial": contender(tutorial_model, tutorial_ds, args.warmup, args.steps),
-        "ours_xla": ours(jit=True),
-        "ours_gru512": ours(units=512),
-        "ours_bf16": ours(policy="mixed_bfloat16"),
+    setups = {
+        "tutorial": (TUTORIAL, "float32", BATCH),
+        "ours": (TUTORIAL, "float32", BATCH),
+        "ours_default": (TUTORIAL, default_policy, default_batch),
+        "default_recipe": (ModelSettings(), default_policy, default_batch),
     }
+    contenders = {name: ours(*setup) for name, setup in setups.items() if name != "tutorial"}
+    contenders = {"tutorial": contender(tutorial_model, tutorial_ds, args.warmup, args.steps),
+                  **contenders}
     step_times = common.alternate(contenders, args.repetitions)
-    chars = BATCH * SEQ
-    results = {"batch": BATCH, "seq": SEQ, "steps_per_repetition": args.steps,
-               "contenders": {}}
+    results = {"seq": SEQ, "steps_per_repetition": args.steps, "default_precision": default_policy,
+               "default_precision_reason": why, "contenders": {}}
     for name, times in step_times.items():
-        units = 512 if name == "ours_gru512" else 1024
-        flops = 6 * params_per_char(vocab_size, 256, units) * chars
+        network, policy, batch = setups[name]
+        chars = batch * SEQ
+        flops = 6 * params_per_char(vocab_size, network) * chars
         median = float(np.median(times))
         results["contenders"][name] = {**common.summary(times), "values": times,
-                                       "chars_per_s": chars / median,
-                                       "flops_per_step": flops, "gflops_per_s": flops / median / 1e9}
-    base = results["contenders"]["ours"]["median"]
-    for name, c in results["contenders"].items():
-        c["speedup_vs_ours"] = base / c["median"]
-    results["ours_vs_tutorial"] = (results["contenders"]["tutorial"]["median"] / base)
-    # Each repetition ran ours and the tutorial back to back: their ratio within a
-    # repetition is the comparison least disturbed by the machine's drift.
-    paired = [t / o for t, o in zip(step_times["tutorial"], step_times["ours"])]
-    results["ours_vs_tutorial_paired"] = common.summary(paired)
-    if args.precision_steps:
-        results["precision_check"] = precision_check(tft_output, examples_uri, vocab_size,
-                                                     args.precision_steps, eval_batches=10)
+                                       "network": dataclasses.asdict(network),
+                                       "precision": policy, "batch": batch,
+                                       "chars_per_s": chars / median, "flops_per_step": flops,
+                                       "gflops_per_s": flops / median / 1e9}
+    c = results["contenders"]
+    for name, v in c.items():
+        v["speed_vs_tutorial"] = v["chars_per_s"] / c["tutorial"]["chars_per_s"]
+    # Each repetition ran every contender back to back: ratios within a repetition are the
+    # comparison least disturbed by the machine's drift.
+    for name in ("ours", "ours_default"):
+        paired = [(setups[name][2] / t_ours) / (BATCH / t_tut)
+                  for t_tut, t_ours in zip(step_times["tutorial"], step_times[name])]
+        results[f"{name}_vs_tutorial_paired"] = common.summary(paired)
     results["machine"] = common.machine()
     common.save_result("training", results)
     print({n: round(c["chars_per_s"]) for n, c in results["contenders"].items()})
