@@ -247,6 +247,9 @@ def fit(model: tf_keras.Model, train_ds, eval_ds, train: TrainSettings, backup: 
     model.fit(train_ds, epochs=train.epochs, steps_per_epoch=train.steps_per_epoch,
               validation_data=eval_ds, callbacks=callbacks,
               verbose=1 if sys.stdout.isatty() else 2)
+    # Finished: nothing to resume. BackupAndRestore empties its folder but leaves it.
+    if is_chief() and tf.io.gfile.exists(backup):
+        tf.io.gfile.rmtree(backup)
     with tf.io.gfile.GFile(os.path.join(report_dir, TRAINING_REPORT), "r") as f:
         return json.loads(f.read())
 

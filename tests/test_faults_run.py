@@ -42,8 +42,8 @@ def test_kill_9_during_training_then_rerun_resumes_and_pushes_once(tmp_path):
     cmd = [TEXTGEN, "run", "--data", corpus(tmp_path / "c.txt"), "--pipeline-root", root,
            "--serving-dir", serving, "--epochs", "6", "--steps-per-epoch", "40",
            "--eval-steps", "2", "--batch-size", "16", "--embedding-dim", "16",
-           "--rnn-units", "64", "--seq-length", "40", "--max-perplexity", "1000",
-           "--sample-chars", "0"]
+           "--rnn-units", "64", "--cell", "gru", "--seq-length", "40",
+           "--max-perplexity", "1000", "--sample-chars", "0", "--patience", "0"]
     killed = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     deadline = time.time() + 600
@@ -60,16 +60,72 @@ def test_kill_9_during_training_then_rerun_resumes_and_pushes_once(tmp_path):
                       if "Trainer" in r]
     assert "COMPLETE" not in trainer_states
     assert pusher.versions(serving) == []
+    # What a resume starts from is the last completed epoch's weights.
+    killed_run = run_dirs(root)[-1]
+    assert_same_weights(backup_weights(root), checkpoint(killed_run, done_before_kill))
 
     start = time.time()
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    resumed = epochs_done(root)
+    rerun_dir = run_dirs(root)[-1]
+    resumed = sorted(int(name[len("epoch-"):-len(".weights.h5")])
+                     for name in os.listdir(os.path.join(rerun_dir, "checkpoints")))
     print(f"\nkilled after epoch {done_before_kill}; the re-run trained epochs {resumed} "
           f"in {time.time() - start:.0f} s")
-    assert resumed[0] == done_before_kill + 1 and resumed[-1] == 6
+    assert resumed == list(range(done_before_kill + 1, 7))
     assert len(pusher.versions(serving)) == 1
     assert not glob.glob(os.path.join(root, "Trainer", "backup", "*", "*"))
+    # The export is the lowest-eval-loss epoch of the whole run, counted across the kill.
+    with open(os.path.join(rerun_dir, "training.json"), encoding="utf-8") as f:
+        training = json.load(f)
+    assert [e["epoch"] for e in training["epochs"]] == list(range(1, 7))
+    best = min(training["epochs"], key=lambda e: e["val_loss"])["epoch"]
+    assert training["exported_epoch"] == best
+    best_dir = killed_run if best <= done_before_kill else rerun_dir
+    version = os.path.join(serving, str(pusher.versions(serving)[0]))
+    assert_same_weights(exported_weights(root, version), checkpoint(best_dir, best))
+
+
+def run_dirs(root):
+    return sorted(glob.glob(os.path.join(root, "Trainer", "model_run", "*")),
+                  key=lambda d: int(os.path.basename(d)))
+
+
+def _tiny_model(root):
+    """The test's network, for the vocabulary Transform built under `root`."""
+    import tensorflow_transform as tft
+    from models import features, model as char_model
+    from models.settings import ModelSettings
+    (graph,) = glob.glob(os.path.join(root, "Transform", "transform_graph", "*"))
+    vocab = tft.TFTransformOutput(graph).vocabulary_by_name(features.VOCAB_NAME)
+    return char_model.build_model(len(vocab) + features.NUM_RESERVED_IDS, ModelSettings(
+        embedding_dim=16, rnn_units=64, rnn_layers=1, cell="gru", dropout=0.0))
+
+
+def checkpoint(run_dir, epoch):
+    m = _tiny_model(os.path.dirname(os.path.dirname(os.path.dirname(run_dir))))
+    m.load_weights(os.path.join(run_dir, "checkpoints", f"epoch-{epoch:03d}.weights.h5"))
+    return m.get_weights()
+
+
+def backup_weights(root):
+    import tensorflow as tf
+    m = _tiny_model(root)
+    (backup,) = glob.glob(os.path.join(root, "Trainer", "backup", "*", "last", "chief"))
+    tf.train.Checkpoint(model=m).read(tf.train.latest_checkpoint(backup)).expect_partial()
+    return m.get_weights()
+
+
+def exported_weights(root, version_dir):
+    import tensorflow as tf
+    m = _tiny_model(root)
+    tf.train.Checkpoint(model=m).read(
+        os.path.join(version_dir, "variables", "variables")).expect_partial()
+    return m.get_weights()
+
+
+def assert_same_weights(a, b):
+    assert len(a) == len(b) and all((x == y).all() for x, y in zip(a, b))
 
 
 PUSH_AND_HANG = textwrap.dedent("""
