@@ -14,6 +14,7 @@ At the exported (best) epoch also nanoGPT's protocol (bench/protocols.py).
 import argparse
 import dataclasses
 import glob
+import logging
 import math
 import os
 import shutil
@@ -149,6 +150,11 @@ def main(argv: Optional[List[str]] = None):
     parser.add_argument("--recipes", default=",".join(r.name for r in RECIPES),
                         help="comma-separated, in order (default: all)")
     args = parser.parse_args(argv)
+    # The Trainer's own progress lines (epoch, losses, CPU time, where it stopped).
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logging.getLogger("models").addHandler(handler)
+    logging.getLogger("models").setLevel(logging.INFO)
     by_name = {r.name: r for r in RECIPES}
     unknown = [n for n in args.recipes.split(",") if n not in by_name]
     if unknown:
