@@ -314,6 +314,15 @@ def time_to_quality_section(r: Optional[Dict]) -> str:
         ax.legend(fontsize=7)
     out += ["", plot("time_to_quality", draw)]
     f32, bf16 = recipes.get("parity_float32"), recipes.get("parity_bfloat16")
+    bf16_source = "`parity_bfloat16`"
+    default = recipes.get("default")
+    if f32 and not bf16 and default and default["precision"] == "mixed_bfloat16":
+        # Over the epochs where the default run's learning rate was still constant, it is
+        # the bf16 side of the parity run: same recipe, seed and data order.
+        shared = default["epochs"][:len(f32["epochs"])]
+        if len({e["learning_rate"] for e in shared}) == 1:
+            bf16, bf16_source = {**default, "epochs": shared}, \
+                f"the `default` run's first {len(shared)} epochs (constant learning rate)"
     if f32 and bf16 and f32["epochs"] and bf16["epochs"]:
         rows = [[e["epoch"], f"{e['eval_loss']:.4f}", f"{b['eval_loss']:.4f}",
                  f"{(b['eval_loss'] - e['eval_loss']) / e['eval_loss']:+.2%}",
@@ -322,7 +331,7 @@ def time_to_quality_section(r: Optional[Dict]) -> str:
         out += ["", "### bf16 parity", "",
                 f"The default recipe, same seed and data order, float32 against "
                 f"mixed_bfloat16 (on {bf16['machine']['cpu']}: "
-                f"{bf16['machine']['vector_extensions']}):\n",
+                f"{bf16['machine']['vector_extensions']}); the bf16 side is {bf16_source}:\n",
                 table(["epoch", "float32 eval", "mixed_bfloat16 eval", "difference",
                        "float32 CPU-min", "bf16 CPU-min"], rows)]
     return "\n".join(out) + "\n"

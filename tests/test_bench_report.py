@@ -128,3 +128,22 @@ def test_commands_are_recorded_as_typed_in_the_repository(monkeypatch):
         "run --data /tmp/clone/shared/data/t.txt --pipeline-root /tmp/clone/textgen/bench/out/p")
     assert recorded == "run --data ../shared/data/t.txt --pipeline-root bench/out/p"
     assert common.as_run_from_repo("run --data /elsewhere/t.txt") == "run --data /elsewhere/t.txt"
+
+
+def test_parity_takes_bf16_from_the_default_run_while_its_learning_rate_was_constant(dirs):
+    results, docs = dirs
+    default = recipe([(2.0, 2.02), (1.8, 1.79), (1.5, 1.6)])
+    (results / "quality.json").write_text(json.dumps({"recipes": {
+        "default": default,
+        "parity_float32": recipe([(2.0, 2.0), (1.8, 1.8)], "float32", final=False)}}))
+    report.main()
+    doc = (docs / "benchmarks.md").read_text()
+    assert "the `default` run's first 2 epochs" in doc
+    assert "| 2 | 1.8000 | 1.7900 | -0.56% |" in doc
+    # Once its learning rate changed within those epochs, it is not the same recipe.
+    default["epochs"][1]["learning_rate"] = 3e-4
+    (results / "quality.json").write_text(json.dumps({"recipes": {
+        "default": default,
+        "parity_float32": recipe([(2.0, 2.0), (1.8, 1.8)], "float32", final=False)}}))
+    report.main()
+    assert "### bf16 parity" not in (docs / "benchmarks.md").read_text()
