@@ -155,6 +155,7 @@ def main(argv: Optional[List[str]] = None):
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     logging.getLogger("models").addHandler(handler)
     logging.getLogger("models").setLevel(logging.INFO)
+    logging.getLogger("models").propagate = False  # TensorFlow's root handler would repeat it
     by_name = {r.name: r for r in RECIPES}
     unknown = [n for n in args.recipes.split(",") if n not in by_name]
     if unknown:
