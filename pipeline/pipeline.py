@@ -1,8 +1,9 @@
 """The TFX pipeline: raw text → examples → vocabulary → model → blessing → push.
 
     TextExampleGen → StatisticsGen → SchemaGen → ExampleValidator
+    (latest span)                       │
           │                             │
-          └──────────→ Transform ←──────┘      (character vocabulary, text → ids)
+    last N spans ───→ Transform ←───────┘      (character vocabulary, text → ids)
                            │
                         Trainer                 (models.trainer.run_fn)
                            │
@@ -16,13 +17,15 @@ from typing import List, Optional
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
+from tfx.dsl.input_resolution import canned_resolver_functions
 
+from components import names
 from components.evaluator import Evaluator
 from components.pusher import Pusher
-from components.text_example_gen import EVAL, text_example_gen
+from components.text_example_gen import text_example_gen
 from models import features, metrics
 from pipeline import metadata
-from pipeline.configs import Config
+from pipeline.configs import Config, ConfigError
 
 # Where the project's own code lives; its hash goes into component settings so that
 # a code change invalidates TFX's cache (code wired by dotted path is invisible to it).
@@ -64,6 +67,21 @@ def eval_config(max_perplexity: float, max_regression: float) -> tfma.EvalConfig
     )
 
 
+def require_single_span(config: Config, runner: str) -> None:
+    """Refuses span_count > 1 for a runner whose TFX launcher cannot run the span resolver.
+
+    rolling_range is a resolver function: TFX's IR-based orchestrators (LocalDagRunner)
+    run it; TFX 1.16's KubeflowV2DagRunner compiles only latest-artifact and
+    latest-blessed-model resolvers, and AirflowDagRunner's legacy drivers resolve plain
+    channels only.
+    """
+    if config.data.span_count > 1:
+        raise ConfigError(
+            f"data.span_count = {config.data.span_count}: the {runner} reads the latest span "
+            "only (TFX 1.16 cannot run the span-range resolver there); set span_count = 1, "
+            "or train on several spans with `textgen run`")
+
+
 def create_pipeline(config: Config, input_base: str, input_pattern: str, max_perplexity: float,
                     extra_beam_args: Optional[List[str]] = None,
                     metadata_connection=None) -> tfx.dsl.Pipeline:
@@ -82,25 +100,40 @@ def create_pipeline(config: Config, input_base: str, input_pattern: str, max_per
     example_gen = text_example_gen(
         input_base=input_base, pattern=input_pattern, mode=data.mode,
         seq_length=data.seq_length, eval_fraction=data.eval_fraction,
-        encoding_errors=data.encoding_errors, code_fingerprint=fingerprint,
-        span_count=data.span_count)
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"])
+        encoding_errors=data.encoding_errors, code_fingerprint=fingerprint)
+    examples = example_gen.outputs[names.EXAMPLES]
+    if data.span_count > 1:
+        # ExampleGen reads one span per run (TFX's design); the last span_count spans'
+        # artifacts come from ML Metadata, so a span is read once however many runs train
+        # on it. The latest artifact of each span wins (a re-read after an edit). A plain
+        # Channel, not the OutputChannel: that one holds this run's artifacts only.
+        examples = canned_resolver_functions.rolling_range(
+            tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
+                            producer_component_id=example_gen.id, output_key=names.EXAMPLES),
+            num_spans=data.span_count, min_spans=1)
+    # Statistics and schema of the newest span: the examples ExampleValidator guards.
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs[names.EXAMPLES]).with_id(names.STATISTICS_GEN)
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs["statistics"]).with_id(names.SCHEMA_GEN)
     example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    ).with_id(names.EXAMPLE_VALIDATOR)
 
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
+        examples=examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn="models.preprocessing.preprocessing_fn",
-        custom_config={"code_fingerprint": fingerprint})
+        custom_config={"code_fingerprint": fingerprint}).with_id(names.TRANSFORM)
+    # The span range must include the span this run's ExampleGen reads.
+    transform.add_upstream_node(example_gen)
 
     # custom_config is the one source of the training's steps and epochs: TrainArgs and
     # EvalArgs stay empty (run_fn reads neither).
     trainer = tfx.components.Trainer(
         run_fn="models.trainer.run_fn",
         examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
+        transform_graph=transform.outputs[names.TRANSFORM_GRAPH],
         schema=schema_gen.outputs["schema"],
         custom_config={
             "model": config.to_dict()["model"],
@@ -109,23 +142,25 @@ def create_pipeline(config: Config, input_base: str, input_pattern: str, max_per
             # Where warm start finds the latest blessed model (models/warm_start.py).
             "serving_dir": serving_dir,
             "code_fingerprint": fingerprint,
-        })
+        }).with_id(names.TRAINER)
 
     baseline_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    ).with_id(names.BASELINE_RESOLVER)
 
     evaluator = Evaluator(
-        examples=example_gen.outputs["examples"],
-        model=trainer.outputs["model"],
-        baseline_model=baseline_resolver.outputs["model"],
-        example_splits=[EVAL],
-        eval_config=eval_config(max_perplexity, config.eval.max_regression))
+        examples=examples,
+        model=trainer.outputs[names.MODEL],
+        baseline_model=baseline_resolver.outputs[names.MODEL],
+        example_splits=[names.EVAL],
+        eval_config=eval_config(max_perplexity, config.eval.max_regression)
+    ).with_id(names.EVALUATOR)
 
-    pusher = Pusher(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-                    serving_dir=serving_dir)
+    pusher = Pusher(model=trainer.outputs[names.MODEL],
+                    model_blessing=evaluator.outputs[names.BLESSING],
+                    serving_dir=serving_dir).with_id(names.PUSHER)
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.run.pipeline_name,

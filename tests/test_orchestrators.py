@@ -13,7 +13,6 @@ COMPONENTS = {"TextExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator"
 REMOTE_CONFIG = """
 [data]
 path = "gs://my-bucket/text/span-{SPAN}/*.txt"
-span_count = 2
 [run]
 pipeline_root = "gs://my-bucket/tfx_root"
 serving_dir = "/gcs/my-bucket/serving"
@@ -65,9 +64,9 @@ def test_vertex_definition_names_every_component(tmp_path, capsys):
     assert trainer["accelerator"] == {"count": "2", "type": "NVIDIA_TESLA_T4"}
     assert trainer["cpuLimit"] == 4.0 and trainer["memoryLimit"] == 16.0
     assert not any("resources" in c for n, c in containers.items() if n != "Trainer")
-    # Settings reach the components: the span range and the code wired by dotted path.
+    # Settings reach the components: the span pattern and the code wired by dotted path.
     text = json.dumps(definition)
-    assert "span-{SPAN}/*.txt" in text and "span_count" in text
+    assert "span-{SPAN}/*.txt" in text
     assert "models.trainer.run_fn" in text
     assert "Trainer" in out and "wrote" in out
 
@@ -78,22 +77,21 @@ def test_vertex_without_gpus_requests_none(tmp_path, capsys):
     assert "accelerator" not in trainer
 
 
-def test_vertex_compile_refuses_an_object_store_serving_dir(tmp_path, capsys):
+@pytest.mark.parametrize("old, new, named", [
+    # Object stores cannot rename a finished copy into place atomically.
+    ("/gcs/my-bucket/serving", "gs://my-bucket/serving", "run.serving_dir"),
+    # KubeflowV2DagRunner compiles no span-range resolver.
+    ("[run]", "span_count = 2\n[run]", "data.span_count = 2"),
+    # Remote data cannot be read here to derive the bound.
+    ("max_perplexity = 30.0", "", "eval.max_perplexity"),
+])
+def test_vertex_compile_refuses_what_it_cannot_run(tmp_path, capsys, old, new, named):
     config = tmp_path / "bad.toml"
-    config.write_text(REMOTE_CONFIG.replace("/gcs/my-bucket/serving", "gs://my-bucket/serving"))
-    code = cli.main(["compile", "--target", "vertex", "--config", str(config),
-                     "--output", str(tmp_path / "p.json")])
-    assert code == 2
-    assert "run.serving_dir" in capsys.readouterr().err
-    assert not (tmp_path / "p.json").exists()
-
-
-def test_vertex_compile_needs_a_bound_for_remote_data(tmp_path, capsys):
-    config = tmp_path / "nobound.toml"
-    config.write_text(REMOTE_CONFIG.replace("max_perplexity = 30.0", ""))
+    config.write_text(REMOTE_CONFIG.replace(old, new))
     assert cli.main(["compile", "--target", "vertex", "--config", str(config),
                      "--output", str(tmp_path / "p.json")]) == 2
-    assert "eval.max_perplexity" in capsys.readouterr().err
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "p.json").exists()
 
 
 @pytest.fixture
@@ -135,6 +133,10 @@ def test_airflow_dag_needs_a_config_and_a_bound(airflow_home, monkeypatch):
     config = airflow_home / "nobound.toml"
     config.write_text('[data]\npath = "/data/span-{SPAN}/*.txt"\n')
     with pytest.raises(ConfigError, match="eval.max_perplexity"):
+        airflow_dag.build_dag(str(config))
+    config.write_text('[data]\npath = "/data/span-{SPAN}/*.txt"\nspan_count = 2\n'
+                      '[eval]\nmax_perplexity = 9.0\n')
+    with pytest.raises(ConfigError, match="data.span_count = 2: the Airflow DAG"):
         airflow_dag.build_dag(str(config))
 
 

@@ -13,12 +13,9 @@ import datetime
 import os
 from typing import Optional
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 
-from tfx.orchestration.airflow.airflow_dag_runner import (  # noqa: E402
-    AirflowDagRunner, AirflowPipelineConfig)
-
-from pipeline import configs, corpus as corpus_lib, pipeline as pipeline_lib  # noqa: E402
+from pipeline import configs, corpus as corpus_lib, pipeline as pipeline_lib
 
 CONFIG_ENV = "TEXTGEN_CONFIG"
 # The first schedulable day; catchup is off, so Airflow never backfills from it.
@@ -40,6 +37,7 @@ def build_dag(config_path: Optional[str] = None,
         raise configs.ConfigError(f"{config_path}: set eval.max_perplexity: a scheduled DAG "
                                   "needs a fixed bound (deriving it would read the corpus at "
                                   "every DAG parse)")
+    pipeline_lib.require_single_span(config, "Airflow DAG")
     input_base, pattern = corpus_lib.locate(config.data.path)
     tfx_pipeline = pipeline_lib.create_pipeline(config, input_base, pattern,
                                                 config.eval.max_perplexity)
