@@ -32,9 +32,9 @@ PUSHED_MODEL = "pushed_model"
 # The splits the text ExampleGen writes.
 TRAIN, EVAL = "train", "eval"
 
-# Examples: the span (a property of TFX's Examples type), and per split the records and
-# characters counted by the text ExampleGen.
-SPAN = "span"
+# Examples: every span read (e.g. "3-5"; TFX's own `span` holds the latest only), and per
+# split the records and characters counted by the text ExampleGen.
+SPANS = "spans"
 
 
 def records_property(split: str) -> str:

@@ -1,8 +1,8 @@
 """Spans in input patterns (TFX's `{SPAN}` and `{VERSION}`), in plain Python.
 
-TFX's ExampleGen driver picks the latest span and fingerprints its files; the CLI's
-pre-flight check finds the same span here to check its files before any Beam work, and
-the run summary names the spans a model was trained on.
+TFX's ExampleGen driver picks the latest span and fingerprints its files; reading the
+last N spans is ours: the driver only knows single spans. The CLI's pre-flight check
+(local files) and the executor (any filesystem TensorFlow reads) share this code.
 """
 import re
 from typing import Dict, Iterable, List
@@ -49,6 +49,12 @@ def group_by_span(paths: Iterable[str], pattern: str) -> Dict[int, List[str]]:
             version = int(match.group("version")) if "version" in regex.groupindex else 0
             found.setdefault(int(match.group("span")), {}).setdefault(version, []).append(path)
     return {span: sorted(versions[max(versions)]) for span, versions in found.items()}
+
+
+def select(by_span: Dict[int, List[str]], latest: int, count: int) -> Dict[int, List[str]]:
+    """The spans latest-count+1 .. latest that exist (gaps are skipped)."""
+    return {span: files for span, files in sorted(by_span.items())
+            if latest - count < span <= latest}
 
 
 def describe(spans: Iterable[int]) -> str:

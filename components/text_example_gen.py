@@ -1,10 +1,8 @@
 """ExampleGen over raw text: files → tf.Examples with one bytes feature `text`.
 
 Built on TFX's FileBasedExampleGen, so its driver gives us input fingerprints (cache
-invalidation when a file changes), {SPAN} patterns and range configs: each run reads
-one span, the latest (pipeline/pipeline.py resolves the last N spans' artifacts for
-Transform). Only the executor is ours: it reads whole files and cuts them as
-components/text_records.py says.
+invalidation when a file changes), {SPAN} patterns and range configs; only the
+executor is ours: it reads whole files and cuts them as components/text_records.py says.
 """
 import json
 import logging
@@ -21,7 +19,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components import names, text_records
+from components import names, spans, text_records
 from models import features
 
 logger = logging.getLogger(__name__)
@@ -65,10 +63,30 @@ def _matching_files(exec_properties: Dict[str, Any], pattern: str):
     return files
 
 
+def _selected_spans(exec_properties: Dict[str, Any], resolved_pattern: str):
+    """span → files: the driver's span (the latest) and the span_count - 1 before it.
+
+    The driver has already put its span number into the input pattern; the range is
+    found from the original {SPAN} pattern kept in the custom config.
+    """
+    s = _settings(exec_properties)
+    span_pattern, count = s.get("span_pattern", ""), int(s.get("span_count", 1))
+    latest = int(exec_properties.get("span") or 0)
+    if count == 1 or not spans.has_span(span_pattern):
+        return {latest: _matching_files(exec_properties, resolved_pattern)}
+    full = _full_pattern(exec_properties, span_pattern)
+    found = spans.group_by_span(
+        (p for p in tf.io.gfile.glob(spans.glob_of(full)) if not tf.io.gfile.isdir(p)), full)
+    selected = spans.select(found, latest, count)
+    if latest not in selected:
+        raise text_records.CorpusError(f"span {latest} has no files matching {full}")
+    return selected
+
+
 @beam.ptransform_fn
 def _TextToTaggedRecords(pipeline, exec_properties: Dict[str, Any], pattern: str):
-    """(split, tf.Example) for every record of the files matching the driver's pattern: each
-    file is cut whole, its tail going to the eval split."""
+    """(split, tf.Example) for every record of the selected spans' files: each file is cut
+    whole, its tail going to the eval split."""
     s = _settings(exec_properties)
 
     def cut(path):
@@ -78,7 +96,8 @@ def _TextToTaggedRecords(pipeline, exec_properties: Dict[str, Any], pattern: str
         return [(TRAIN, r) for r in train] + [(EVAL, r) for r in held_out]
 
     return (pipeline
-            | "Files" >> beam.Create(_matching_files(exec_properties, pattern))
+            | "Files" >> beam.Create([f for files in _selected_spans(exec_properties, pattern)
+                                      .values() for f in files])
             | "Cut" >> beam.FlatMap(cut)
             | "ToExample" >> beam.MapTuple(lambda split, record: (split, _to_example(record))))
 
@@ -107,6 +126,13 @@ class TextExampleGenExecutor(BaseExampleGenExecutor):
         super().Do(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.EXAMPLES_KEY])
+        if spans.has_span(_settings(exec_properties).get("span_pattern", "")):
+            # Examples.span holds the latest span only; this names every span read.
+            input_config = example_gen_pb2.Input()
+            proto_utils.json_to_proto(
+                exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+            examples.set_string_custom_property(names.SPANS, spans.describe(
+                _selected_spans(exec_properties, input_config.splits[0].pattern)))
         counts = {}
         for split in artifact_utils.decode_split_names(examples.split_names):
             uri = artifact_utils.get_split_uri([examples], split)
@@ -137,16 +163,17 @@ def _count(files):
 
 def text_example_gen(input_base: str, pattern: str, mode: str, seq_length: int,
                      eval_fraction: float, encoding_errors: str,
-                     code_fingerprint: str) -> FileBasedExampleGen:
+                     code_fingerprint: str, span_count: int = 1) -> FileBasedExampleGen:
     """The ExampleGen component for files under `input_base` matching `pattern`.
 
-    `pattern` may contain TFX's {SPAN} placeholder: TFX's driver picks the latest span.
-    The code fingerprint only serves to invalidate TFX's cache when this project's code
-    changes.
+    `pattern` may contain TFX's {SPAN} placeholder: the latest span is read, with the
+    span_count - 1 spans before it. The code fingerprint only serves to invalidate
+    TFX's cache when this project's code changes.
     """
     settings = struct_pb2.Struct()
     settings.update({"mode": mode, "seq_length": seq_length, "eval_fraction": eval_fraction,
-                     "encoding_errors": encoding_errors, "code_fingerprint": code_fingerprint})
+                     "encoding_errors": encoding_errors, "code_fingerprint": code_fingerprint,
+                     "span_pattern": pattern, "span_count": span_count})
     custom_config = example_gen_pb2.CustomConfig()
     custom_config.custom_config.Pack(settings)
     # The buckets only name the splits and document the ratio: the executor cuts each

@@ -56,8 +56,7 @@ FLAG_HELP = {
     "--seq-length": "characters the model reads per training sequence (stream mode)",
     "--eval-fraction": "fraction (0-1) of each file's end held out as the eval split",
     "--encoding-errors": "strict: refuse bytes that are not UTF-8; replace: read them as U+FFFD",
-    "--span-count": "with a {SPAN} pattern, train on this many latest spans (each span is "
-                    "read once, by the run that first sees it)",
+    "--span-count": "with a {SPAN} pattern, read this many latest spans (1 = the latest only)",
     "--embedding-dim": "size of each character's embedding vector",
     "--rnn-units": "units (state size) of each recurrent layer",
     "--rnn-layers": "number of stacked recurrent layers",

@@ -30,10 +30,8 @@ class DataSettings:
     seq_length: int = 100  # stream mode: characters of input per record (records hold seq_length+1)
     eval_fraction: float = 0.1  # the last fraction of each file is held out, contiguous
     encoding_errors: str = "strict"  # strict: refuse non-UTF-8 input; replace: use U+FFFD
-    # With a {SPAN} pattern: train on the latest span and the spans before it, this many in
-    # all (1 = the latest span only). Each run's ExampleGen reads the latest span; earlier
-    # spans' examples come from ML Metadata (pipeline/pipeline.py). Spans are immutable once
-    # written (TFX's convention).
+    # With a {SPAN} pattern: read the latest span and the spans before it, this many in
+    # all (1 = the latest span only). Spans are immutable once written (TFX's convention).
     span_count: int = 1
 
 

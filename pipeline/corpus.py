@@ -82,34 +82,35 @@ def _split_at_wildcard(path: str, sep: str):
     return sep.join(parts[:first]), sep.join(parts[first:])
 
 
-def latest_span(input_base: str, pattern: str) -> Dict[int, List[str]]:
-    """{span: files} of the latest span of a {SPAN} pattern, the one ExampleGen will read now
-    (earlier spans were read by earlier runs); {} when no span matches."""
+def matching_spans(input_base: str, pattern: str, span_count: int = 1) -> Dict[int, List[str]]:
+    """span → files for the latest `span_count` spans of a {SPAN} pattern, as ExampleGen
+    will read them now."""
     full = os.path.join(input_base, pattern)
     found = spans_lib.group_by_span(
         (p for p in glob.glob(spans_lib.glob_of(full)) if os.path.isfile(p)), full)
-    return {max(found): found[max(found)]} if found else {}
+    return spans_lib.select(found, max(found), span_count) if found else {}
 
 
-def matching_files(input_base: str, pattern: str) -> List[str]:
-    """The files a pattern names now; for {SPAN} patterns, the latest span's."""
+def matching_files(input_base: str, pattern: str, span_count: int = 1) -> List[str]:
+    """The files a pattern names now; for {SPAN} patterns, the latest spans'."""
     if spans_lib.has_span(pattern):
-        return sorted(f for files in latest_span(input_base, pattern).values() for f in files)
+        return sorted(f for files in matching_spans(input_base, pattern, span_count).values()
+                      for f in files)
     return sorted(p for p in glob.glob(os.path.join(input_base, pattern)) if os.path.isfile(p))
 
 
 def check(data: str, mode: str, seq_length: int, eval_fraction: float,
-          encoding_errors: str = "strict") -> Corpus:
-    """Locates and reads what this run's ExampleGen will read (the latest span of a {SPAN}
-    pattern); raises CorpusError with a one-line reason."""
+          encoding_errors: str = "strict", span_count: int = 1) -> Corpus:
+    """Locates and reads the corpus; raises CorpusError with a one-line reason."""
     if is_remote(data):
         raise CorpusError(f"--data {data}: `textgen run` reads local files; remote data is "
                           "read by a compiled pipeline (textgen compile) or the Airflow DAG")
     input_base, pattern = locate(data)
     if "{VERSION}" in pattern and not spans_lib.has_span(pattern):
         raise CorpusError(f"--data {data}: {{VERSION}} needs {{SPAN}} in the pattern too")
-    selected = latest_span(input_base, pattern) if spans_lib.has_span(pattern) else {}
-    files = matching_files(input_base, pattern)
+    selected = matching_spans(input_base, pattern, span_count) \
+        if spans_lib.has_span(pattern) else {}
+    files = matching_files(input_base, pattern, span_count)
     if not files:
         raise CorpusError(f"--data {data}: no files found")
     chars, distinct, train, held_out = 0, set(), 0, 0

@@ -1,9 +1,8 @@
 """The TFX pipeline: raw text → examples → vocabulary → model → blessing → push.
 
     TextExampleGen → StatisticsGen → SchemaGen → ExampleValidator
-    (latest span)                       │
           │                             │
-    last N spans ───→ Transform ←───────┘      (character vocabulary, text → ids)
+          └──────────→ Transform ←──────┘      (character vocabulary, text → ids)
                            │
                         Trainer                 (models.trainer.run_fn)
                            │
@@ -17,7 +16,6 @@ from typing import List, Optional
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
-from tfx.dsl.input_resolution import canned_resolver_functions
 
 from components import names
 from components.evaluator import Evaluator
@@ -25,7 +23,7 @@ from components.pusher import Pusher
 from components.text_example_gen import text_example_gen
 from models import features, metrics
 from pipeline import metadata
-from pipeline.configs import Config, ConfigError
+from pipeline.configs import Config
 
 # Where the project's own code lives; its hash goes into component settings so that
 # a code change invalidates TFX's cache (code wired by dotted path is invisible to it).
@@ -67,21 +65,6 @@ def eval_config(max_perplexity: float, max_regression: float) -> tfma.EvalConfig
     )
 
 
-def require_single_span(config: Config, runner: str) -> None:
-    """Refuses span_count > 1 for a runner whose TFX launcher cannot run the span resolver.
-
-    rolling_range is a resolver function: TFX's IR-based orchestrators (LocalDagRunner)
-    run it; TFX 1.16's KubeflowV2DagRunner compiles only latest-artifact and
-    latest-blessed-model resolvers, and AirflowDagRunner's legacy drivers resolve plain
-    channels only.
-    """
-    if config.data.span_count > 1:
-        raise ConfigError(
-            f"data.span_count = {config.data.span_count}: the {runner} reads the latest span "
-            "only (TFX 1.16 cannot run the span-range resolver there); set span_count = 1, "
-            "or train on several spans with `textgen run`")
-
-
 def create_pipeline(config: Config, input_base: str, input_pattern: str, max_perplexity: float,
                     extra_beam_args: Optional[List[str]] = None,
                     metadata_connection=None) -> tfx.dsl.Pipeline:
@@ -100,18 +83,9 @@ def create_pipeline(config: Config, input_base: str, input_pattern: str, max_per
     example_gen = text_example_gen(
         input_base=input_base, pattern=input_pattern, mode=data.mode,
         seq_length=data.seq_length, eval_fraction=data.eval_fraction,
-        encoding_errors=data.encoding_errors, code_fingerprint=fingerprint)
+        encoding_errors=data.encoding_errors, code_fingerprint=fingerprint,
+        span_count=data.span_count)
     examples = example_gen.outputs[names.EXAMPLES]
-    if data.span_count > 1:
-        # ExampleGen reads one span per run (TFX's design); the last span_count spans'
-        # artifacts come from ML Metadata, so a span is read once however many runs train
-        # on it. The latest artifact of each span wins (a re-read after an edit). A plain
-        # Channel, not the OutputChannel: that one holds this run's artifacts only.
-        examples = canned_resolver_functions.rolling_range(
-            tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
-                            producer_component_id=example_gen.id, output_key=names.EXAMPLES),
-            num_spans=data.span_count, min_spans=1)
-    # Statistics and schema of the newest span: the examples ExampleValidator guards.
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs[names.EXAMPLES]).with_id(names.STATISTICS_GEN)
     schema_gen = tfx.components.SchemaGen(
@@ -125,8 +99,6 @@ def create_pipeline(config: Config, input_base: str, input_pattern: str, max_per
         schema=schema_gen.outputs["schema"],
         preprocessing_fn="models.preprocessing.preprocessing_fn",
         custom_config={"code_fingerprint": fingerprint}).with_id(names.TRANSFORM)
-    # The span range must include the span this run's ExampleGen reads.
-    transform.add_upstream_node(example_gen)
 
     # custom_config is the one source of the training's steps and epochs: TrainArgs and
     # EvalArgs stay empty (run_fn reads neither).

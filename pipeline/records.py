@@ -2,7 +2,7 @@
 of `textgen runs` (pipeline/runs.py) and as the run summary (pipeline/summary.py).
 
 Reads only ML Metadata (no TFX, no TensorFlow): node states and times, the spans and
-split sizes on the examples artifacts Transform read, the perplexities the Evaluator
+split sizes on the examples artifact, the perplexities the Evaluator
 copied onto its evaluation artifact (components/evaluator.py), blessing, and the
 serving versions from the Pusher's output.
 """
@@ -10,7 +10,7 @@ import dataclasses
 import datetime
 from typing import Dict, List, Optional
 
-from components import names, spans
+from components import names
 from pipeline import metadata
 
 
@@ -20,7 +20,7 @@ class RunRecord:
     started: str  # local time, YYYY-MM-DD HH:MM:SS
     state: str  # ok, partial (stopped before the Pusher), failed, running
     components: Dict[str, Dict[str, object]]  # node id → {"state", "seconds"}, pipeline order
-    spans: Optional[str] = None  # the spans trained on, e.g. "3-5"; None without {SPAN}
+    spans: Optional[str] = None  # the spans read, e.g. "3-5"; None without {SPAN}
     splits: Optional[Dict[str, Dict[str, Optional[int]]]] = None  # split → records, chars
     trainer: Optional[str] = None  # trained, cached, failed, ...
     transform_graph_uri: Optional[str] = None
@@ -61,17 +61,12 @@ def _describe(context, nodes: Dict[str, metadata.NodeRun]) -> RunRecord:
         state=_state(nodes),
         components={n: {"state": nodes[n].state, "seconds": round(nodes[n].seconds, 1)}
                     for n in order})
-    transform = nodes.get(names.TRANSFORM)
-    examples = transform.inputs.get(names.EXAMPLES, []) if transform else []
-    if not examples and output(names.EXAMPLE_GEN, names.EXAMPLES) is not None:
-        examples = [output(names.EXAMPLE_GEN, names.EXAMPLES)]  # a run stopped before Transform
-    if examples:
-        span_numbers = sorted({int(metadata.prop(e, names.SPAN) or 0) for e in examples})
-        # TFX gives every artifact of a pattern without {SPAN} span 0.
-        record.spans = spans.describe(span_numbers) if any(span_numbers) else None
+    examples = output(names.EXAMPLE_GEN, names.EXAMPLES)
+    if examples is not None:
+        record.spans = metadata.custom(examples, names.SPANS)
         record.splits = {split: {
-            "records": _total(metadata.custom(e, names.records_property(split)) for e in examples),
-            "chars": _total(metadata.custom(e, names.chars_property(split)) for e in examples)}
+            "records": metadata.custom(examples, names.records_property(split)),
+            "chars": metadata.custom(examples, names.chars_property(split))}
             for split in (names.TRAIN, names.EVAL)}
     graph = output(names.TRANSFORM, names.TRANSFORM_GRAPH)
     record.transform_graph_uri = graph.uri if graph is not None else None
@@ -108,11 +103,6 @@ def _describe(context, nodes: Dict[str, metadata.NodeRun]) -> RunRecord:
         record.pushed_version = metadata.custom(pushed, names.PUSHED_VERSION) or None
         record.pushed_path = metadata.custom(pushed, names.PUSHED_DESTINATION) or None
     return record
-
-
-def _total(values) -> Optional[int]:
-    values = list(values)
-    return None if any(v is None for v in values) else sum(values)
 
 
 def read_runs(store, pipeline_name: Optional[str] = None,

@@ -1,4 +1,4 @@
-"""{SPAN} patterns: grouping files by span, and the CLI's pre-flight of the latest span."""
+"""{SPAN} patterns: grouping files by span, the last-N range, and the CLI's pre-flight."""
 import os
 
 import pytest
@@ -21,9 +21,12 @@ def test_the_latest_version_of_each_span():
         1: ["/d/1/v2/a.txt"], 2: ["/d/2/v1/a.txt"]}
 
 
-def test_describe_ranges_and_gaps():
+def test_select_the_last_n_spans_skipping_gaps():
+    by_span = {1: ["a"], 2: ["b"], 4: ["d"], 5: ["e"]}
+    assert spans.select(by_span, 5, 1) == {5: ["e"]}
+    assert spans.select(by_span, 5, 3) == {4: ["d"], 5: ["e"]}
+    assert spans.select(by_span, 4, 10) == {1: ["a"], 2: ["b"], 4: ["d"]}
     assert spans.describe([3, 4, 5]) == "3-5" and spans.describe([2, 5]) == "2,5"
-    assert spans.describe([7]) == "7"
 
 
 def _spans_on_disk(tmp_path, texts):
@@ -33,21 +36,21 @@ def _spans_on_disk(tmp_path, texts):
     return str(tmp_path / "span-{SPAN}" / "*.txt")
 
 
-def test_preflight_reads_the_latest_span_as_examplegen_will(tmp_path):
-    pattern = _spans_on_disk(tmp_path, {1: "a" * 500, 2: "b" * 600, 10: "c" * 700})
+def test_preflight_reads_the_latest_span_or_the_last_n(tmp_path):
+    pattern = _spans_on_disk(tmp_path, {1: "a" * 500, 2: "b" * 600, 3: "c" * 700})
     latest = corpus.check(pattern, "stream", 40, 0.1)
-    assert latest.spans == [10] and latest.chars == 700 and latest.distinct_chars == 1
+    assert latest.spans == [3] and latest.chars == 700
     assert latest.input_base == str(tmp_path) and latest.pattern == "span-{SPAN}/*.txt"
+    two = corpus.check(pattern, "stream", 40, 0.1, span_count=2)
+    assert two.spans == [2, 3] and two.chars == 1300 and two.distinct_chars == 2
 
 
-def test_preflight_names_a_bad_file_in_the_latest_span_only(tmp_path):
+def test_preflight_names_a_bad_file_in_an_older_span_of_the_range(tmp_path):
     pattern = _spans_on_disk(tmp_path, {1: "a" * 500, 2: "b" * 600})
-    # An older span was read (and checked) by the run that first saw it.
     (tmp_path / "span-1" / "part.txt").write_bytes(b"ok\xff" * 200)
     assert corpus.check(pattern, "stream", 40, 0.1).spans == [2]
-    (tmp_path / "span-2" / "part.txt").write_bytes(b"ok\xff" * 200)
-    with pytest.raises(CorpusError, match=r"span-2/part\.txt: not UTF-8"):
-        corpus.check(pattern, "stream", 40, 0.1)
+    with pytest.raises(CorpusError, match=r"span-1/part\.txt: not UTF-8"):
+        corpus.check(pattern, "stream", 40, 0.1, span_count=2)
 
 
 def test_remote_locations_split_at_the_first_wildcard():

@@ -21,10 +21,12 @@ def read_split(uri):
     return records
 
 
-def run_executor(tmp_path, pattern, mode, seq_length=9, eval_fraction=0.2, span=None):
+def run_executor(tmp_path, pattern, mode, seq_length=9, eval_fraction=0.2, span_count=1,
+                 span=None):
     component = text_example_gen.text_example_gen(
         input_base=str(tmp_path / "data"), pattern=pattern, mode=mode, seq_length=seq_length,
-        eval_fraction=eval_fraction, encoding_errors="strict", code_fingerprint="test")
+        eval_fraction=eval_fraction, encoding_errors="strict", code_fingerprint="test",
+        span_count=span_count)
     exec_properties = dict(component.exec_properties)
     # The orchestrator hands protos to executors as JSON strings.
     for key in (specs.INPUT_CONFIG_KEY, specs.OUTPUT_CONFIG_KEY, specs.CUSTOM_CONFIG_KEY):
@@ -83,9 +85,21 @@ def _write_spans(tmp_path, texts):
         (tmp_path / "data" / f"span-{span}" / "part.txt").write_text(text)
 
 
-def test_the_span_the_driver_picked_alone(tmp_path):
+def test_the_latest_span_alone_by_default(tmp_path):
     _write_spans(tmp_path, {1: "one\n" * 10, 2: "two\n" * 10, 3: "three\n" * 10})
     examples = run_executor(tmp_path, "span-{SPAN}/*.txt", "lines", span=3)
     records = read_split(os.path.join(examples.uri, "Split-train")) + \
         read_split(os.path.join(examples.uri, "Split-eval"))
     assert set(records) == {"three\n"}
+    assert examples.get_string_custom_property("spans") == "3"
+
+
+def test_a_range_of_the_last_spans(tmp_path):
+    _write_spans(tmp_path, {1: "one\n" * 10, 2: "two\n" * 10, 3: "three\n" * 10})
+    examples = run_executor(tmp_path, "span-{SPAN}/*.txt", "lines", span=3, span_count=2)
+    train = read_split(os.path.join(examples.uri, "Split-train"))
+    held_out = read_split(os.path.join(examples.uri, "Split-eval"))
+    assert set(train) == {"two\n", "three\n"}
+    # Each span's file keeps its own eval tail.
+    assert set(held_out) == {"two\n", "three\n"}
+    assert examples.get_string_custom_property("spans") == "2-3"

@@ -37,7 +37,6 @@ def build_dag(config_path: Optional[str] = None,
         raise configs.ConfigError(f"{config_path}: set eval.max_perplexity: a scheduled DAG "
                                   "needs a fixed bound (deriving it would read the corpus at "
                                   "every DAG parse)")
-    pipeline_lib.require_single_span(config, "Airflow DAG")
     input_base, pattern = corpus_lib.locate(config.data.path)
     tfx_pipeline = pipeline_lib.create_pipeline(config, input_base, pattern,
                                                 config.eval.max_perplexity)

@@ -5,7 +5,6 @@ Beside airflow_dag.py and vertex.py: those hand the same pipeline (pipeline/pipe
 to a scheduler; this one runs it here, now, one run at a time per pipeline root.
 """
 import dataclasses
-import gc
 import logging
 import os
 import time
@@ -83,7 +82,8 @@ def run(config: configs.Config, verbose: bool = False) -> RunResult:
         input_base, pattern = corpus_lib.locate(data)
     else:
         corpus = corpus_lib.check(data, config.data.mode, config.data.seq_length,
-                                  config.data.eval_fraction, config.data.encoding_errors)
+                                  config.data.eval_fraction, config.data.encoding_errors,
+                                  config.data.span_count)
         input_base, pattern = corpus.input_base, corpus.pattern
     bound, bound_reason = corpus_lib.perplexity_bound(config.eval.max_perplexity, corpus)
     pipeline_root = _prepare_dirs(config)
@@ -99,7 +99,7 @@ def run(config: configs.Config, verbose: bool = False) -> RunResult:
 
 def _run_locked(config, corpus, input_base, pattern, bound, pipeline_root) -> RunResult:
     if corpus is not None:
-        span = f", span {corpus.spans[-1]}" if corpus.spans else ""
+        span = f", span {corpus.spans[0]}-{corpus.spans[-1]}" if corpus.spans else ""
         logger.info("%d file(s)%s, %s characters → %s train / %s eval records; pipeline root %s",
                     len(corpus.files), span, f"{corpus.chars:,}", f"{corpus.train_records:,}",
                     f"{corpus.eval_records:,}", pipeline_root)
@@ -129,8 +129,4 @@ def _run_locked(config, corpus, input_base, pattern, bound, pipeline_root) -> Ru
             max(1, config.run.sample_chars // len(prompts))
         result.sample_model = model_dir
         result.samples = summary.sample(model_dir, prompts, per_prompt, seed=config.train.seed)
-    # Functions of the models loaded above (and by TFX's components) sit in reference
-    # cycles; collected at interpreter exit, after TensorFlow's modules are torn down, their
-    # __del__ fails ("Exception ignored in: AtomicFunction.__del__"). Collected now instead.
-    gc.collect()
     return result

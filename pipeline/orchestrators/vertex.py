@@ -35,14 +35,14 @@ def compile_pipeline(config: Config, output_file: str) -> Dict[str, Any]:
     Local data is checked as `textgen run` checks it (and gives the perplexity bound when
     eval.max_perplexity is unset); remote data is left to the pipeline's workers.
     """
-    pipeline_lib.require_single_span(config, "Vertex definition")
     if not config.data.path:
         raise ConfigError("set data.path (--data) to where the pipeline will read its text, "
                           "e.g. gs://BUCKET/text/span-{SPAN}/*.txt")
     corpus = None
     if not corpus_lib.is_remote(config.data.path):
         corpus = corpus_lib.check(config.data.path, config.data.mode, config.data.seq_length,
-                                  config.data.eval_fraction, config.data.encoding_errors)
+                                  config.data.eval_fraction, config.data.encoding_errors,
+                                  config.data.span_count)
     input_base, input_pattern = corpus_lib.locate(config.data.path)
     max_perplexity, _ = corpus_lib.perplexity_bound(config.eval.max_perplexity, corpus)
     if not os.path.isdir(os.path.dirname(os.path.abspath(output_file))):
