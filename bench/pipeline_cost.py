@@ -9,6 +9,7 @@ import sys
 import time
 
 from bench import common
+from pipeline import summary as summary_lib
 
 SMALL = ["--epochs", "1", "--steps-per-epoch", "20", "--eval-steps", "5", "--rnn-units", "1024",
          "--sample-chars", "100"]
@@ -26,7 +27,7 @@ def run_pipeline(root, serving):
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
-    with open(os.path.join(root, "last_run_summary.json"), encoding="utf-8") as f:
+    with open(os.path.join(root, summary_lib.SUMMARY_FILE), encoding="utf-8") as f:
         summary = json.load(f)
     return {"wall_seconds": seconds, "components": summary["components"],
             "command": common.as_run_from_repo(" ".join(cmd[1:]))}

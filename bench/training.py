@@ -22,6 +22,7 @@ import tensorflow as tf
 import tf_keras
 
 from bench import common
+from components import names
 from models import features, model as char_model, precision, trainer
 from models.settings import ModelSettings, TrainSettings
 from pipeline import metadata
@@ -43,9 +44,9 @@ def transform_output(pipeline_root):
     import tensorflow_transform as tft
     store = metadata.open_store(pipeline_root)
     for run in metadata.pipeline_runs(store):
-        node = metadata.node_runs(store, run).get("Transform")
-        if node and "transform_graph" in node.outputs:
-            graph = node.outputs["transform_graph"][0].uri
+        node = metadata.node_runs(store, run).get(names.TRANSFORM)
+        if node and names.TRANSFORM_GRAPH in node.outputs:
+            graph = node.outputs[names.TRANSFORM_GRAPH][0].uri
             examples = node.outputs["transformed_examples"][0].uri
             return tft.TFTransformOutput(graph), examples
     raise RuntimeError(f"no Transform output under {pipeline_root}: run bench.pipeline_cost first")

@@ -12,7 +12,8 @@ from tfx.components.evaluator import executor as evaluator_executor
 from tfx.dsl.components.base import executor_spec
 from tfx.types import artifact_utils, standard_component_specs
 
-BASELINE_PREFIX = "baseline_"
+from components import names
+
 
 
 def read_metrics(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
@@ -34,7 +35,7 @@ def metric_properties(values: Dict[str, Dict[str, float]]) -> Dict[str, float]:
     baseline_metric for the baseline."""
     props = {}
     for model_name, metrics in values.items():
-        prefix = BASELINE_PREFIX if model_name == "baseline" else ""
+        prefix = names.BASELINE_PREFIX if model_name == "baseline" else ""
         for name, value in metrics.items():
             props[prefix + name] = value
     return props

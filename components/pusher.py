@@ -17,8 +17,11 @@ from typing import Any, Dict, List, Optional
 from tfx import types
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.standard_component_specs import MODEL_BLESSING_KEY as MODEL_BLESSING
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import path_utils
+
+from components import names
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +30,6 @@ TMP_PREFIX = ".tmp-"
 # Kept in assets.extra/, the folder TF Serving leaves to its users.
 PUSH_RECORD = os.path.join("assets.extra", "textgen_push.json")
 
-PUSHED, PUSHED_DESTINATION, PUSHED_VERSION = "pushed", "pushed_destination", "pushed_version"
 
 
 class PushError(RuntimeError):
@@ -128,19 +130,19 @@ def _fsync_tree(path: str) -> None:
 class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict, output_dict, exec_properties):
-        model = artifact_utils.get_single_instance(input_dict["model"])
-        blessing = artifact_utils.get_single_instance(input_dict["model_blessing"])
-        pushed = artifact_utils.get_single_instance(output_dict["pushed_model"])
+        model = artifact_utils.get_single_instance(input_dict[names.MODEL])
+        blessing = artifact_utils.get_single_instance(input_dict[MODEL_BLESSING])
+        pushed = artifact_utils.get_single_instance(output_dict[names.PUSHED_MODEL])
         serving_dir = exec_properties["serving_dir"]
-        if not blessing.get_int_custom_property("blessed"):
+        if not blessing.get_int_custom_property(names.BLESSED):
             logger.info("model %s is not blessed: not pushed", model.uri)
-            pushed.set_int_custom_property(PUSHED, 0)
+            pushed.set_int_custom_property(names.PUSHED, 0)
             return
         result = push(path_utils.serving_model_path(model.uri), serving_dir,
                       {"model_uri": model.uri, "model_id": model.id})
-        pushed.set_int_custom_property(PUSHED, int(result["pushed"]))
-        pushed.set_string_custom_property(PUSHED_DESTINATION, result["path"])
-        pushed.set_string_custom_property(PUSHED_VERSION, str(result["version"]))
+        pushed.set_int_custom_property(names.PUSHED, int(result["pushed"]))
+        pushed.set_string_custom_property(names.PUSHED_DESTINATION, result["path"])
+        pushed.set_string_custom_property(names.PUSHED_VERSION, str(result["version"]))
         pushed.set_string_custom_property("digest", result["digest"])
         if result["pushed"]:
             logger.info("pushed %s as version %d", model.uri, result["version"])
@@ -152,10 +154,10 @@ class Executor(base_executor.BaseExecutor):
 class PusherSpec(types.ComponentSpec):
     PARAMETERS = {"serving_dir": ExecutionParameter(type=str)}
     INPUTS = {
-        "model": ChannelParameter(type=standard_artifacts.Model),
-        "model_blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
+        names.MODEL: ChannelParameter(type=standard_artifacts.Model),
+        MODEL_BLESSING: ChannelParameter(type=standard_artifacts.ModelBlessing),
     }
-    OUTPUTS = {"pushed_model": ChannelParameter(type=standard_artifacts.PushedModel)}
+    OUTPUTS = {names.PUSHED_MODEL: ChannelParameter(type=standard_artifacts.PushedModel)}
 
 
 class Pusher(base_component.BaseComponent):

@@ -19,12 +19,12 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components import spans, text_records
+from components import names, spans, text_records
 from models import features
 
 logger = logging.getLogger(__name__)
 
-TRAIN, EVAL = "train", "eval"
+TRAIN, EVAL = names.TRAIN, names.EVAL
 
 
 def _settings(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
@@ -84,52 +84,41 @@ def _selected_spans(exec_properties: Dict[str, Any], resolved_pattern: str):
 
 
 @beam.ptransform_fn
-def _TextToExamples(pipeline, exec_properties: Dict[str, Any], split_pattern: str):
-    """Every record of the matching files (used when the input config names the splits)."""
+def _TextToTaggedRecords(pipeline, exec_properties: Dict[str, Any], pattern: str):
+    """(split, tf.Example) for every record of the selected spans' files: each file is cut
+    whole, its tail going to the eval split."""
     s = _settings(exec_properties)
 
-    def records(path):
-        text = _read_file(path, s["encoding_errors"], s["mode"])
-        if s["mode"] == "lines":
-            return text_records.line_records(text)
-        return text_records.stream_records(text, int(s["seq_length"]))
+    def cut(path):
+        train, held_out = text_records.split_text(
+            _read_file(path, s["encoding_errors"], s["mode"]), s["mode"], int(s["seq_length"]),
+            float(s["eval_fraction"]))
+        return [(TRAIN, r) for r in train] + [(EVAL, r) for r in held_out]
 
     return (pipeline
-            | "Files" >> beam.Create(_matching_files(exec_properties, split_pattern))
-            | "Records" >> beam.FlatMap(records)
-            | "ToExample" >> beam.Map(_to_example))
+            | "Files" >> beam.Create([f for files in _selected_spans(exec_properties, pattern)
+                                      .values() for f in files])
+            | "Cut" >> beam.FlatMap(cut)
+            | "ToExample" >> beam.MapTuple(lambda split, record: (split, _to_example(record))))
 
 
 class TextExampleGenExecutor(BaseExampleGenExecutor):
     """Cuts text into records; the tail of each file is the eval split."""
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
-        return _TextToExamples
+        return _TextToTaggedRecords
 
     def GenerateExamplesByBeam(self, pipeline, exec_properties):
+        # Not TFX's hash split: a file's tail is held out whole, as char-rnn and nanoGPT do.
         input_config = example_gen_pb2.Input()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
                                   input_config)
-        if len(input_config.splits) > 1:
-            # The user split the data into files per split: take them as they are.
-            return super().GenerateExamplesByBeam(pipeline, exec_properties)
-        s = _settings(exec_properties)
-
-        def cut(path):
-            train, held_out = text_records.split_text(
-                _read_file(path, s["encoding_errors"], s["mode"]), s["mode"], int(s["seq_length"]),
-                float(s["eval_fraction"]))
-            return [(TRAIN, r) for r in train] + [(EVAL, r) for r in held_out]
-
-        files = [f for span_files in _selected_spans(
-            exec_properties, input_config.splits[0].pattern).values() for f in span_files]
-        tagged = (pipeline
-                  | "Files" >> beam.Create(files)
-                  | "Cut" >> beam.FlatMap(cut))
+        tagged = pipeline | "TextToRecords" >> self.GetInputSourceToExamplePTransform()(
+            exec_properties, input_config.splits[0].pattern)
         return {
             name: (tagged
                    | f"Select[{name}]" >> beam.Filter(lambda kv, n=name: kv[0] == n)
-                   | f"ToExample[{name}]" >> beam.Map(lambda kv: _to_example(kv[1])))
+                   | f"Drop[{name}]" >> beam.Values())
             for name in (TRAIN, EVAL)
         }
 
@@ -137,21 +126,20 @@ class TextExampleGenExecutor(BaseExampleGenExecutor):
         super().Do(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.EXAMPLES_KEY])
-        input_config = example_gen_pb2.Input()
-        proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
-                                  input_config)
-        if len(input_config.splits) == 1 and spans.has_span(
-                _settings(exec_properties).get("span_pattern", "")):
+        if spans.has_span(_settings(exec_properties).get("span_pattern", "")):
             # Examples.span holds the latest span only; this names every span read.
-            examples.set_string_custom_property("spans", spans.describe(
+            input_config = example_gen_pb2.Input()
+            proto_utils.json_to_proto(
+                exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+            examples.set_string_custom_property(names.SPANS, spans.describe(
                 _selected_spans(exec_properties, input_config.splits[0].pattern)))
         counts = {}
         for split in artifact_utils.decode_split_names(examples.split_names):
             uri = artifact_utils.get_split_uri([examples], split)
             records, chars = _count(tf.io.gfile.glob(f"{uri}/*"))
             counts[split] = {"records": records, "chars": chars}
-            examples.set_int_custom_property(f"{split}_records", records)
-            examples.set_int_custom_property(f"{split}_chars", chars)
+            examples.set_int_custom_property(names.records_property(split), records)
+            examples.set_int_custom_property(names.chars_property(split), chars)
             if records == 0:
                 raise text_records.CorpusError(
                     f"the {split} split is empty: the corpus is too short for "
@@ -201,4 +189,4 @@ def text_example_gen(input_base: str, pattern: str, mode: str, seq_length: int,
         output_config=output_config,
         custom_config=custom_config,
         custom_executor_spec=executor_spec.BeamExecutorSpec(TextExampleGenExecutor),
-    ).with_id("TextExampleGen")
+    ).with_id(names.EXAMPLE_GEN)

@@ -10,7 +10,9 @@ as char-rnn and nanoGPT hold out, so validation numbers compare with theirs.
 """
 from typing import Iterator, List, Tuple
 
-LINE_TERMINATOR = "\n"
+from models.features import LINE_TERMINATOR
+
+MODES = ("stream", "lines")
 # Lines mode makes one record per line and the Trainer pads a batch to its longest record:
 # a line past this is running text, not a name or a title.
 MAX_LINE_CHARS = 10_000
@@ -75,4 +77,4 @@ def split_text(text: str, mode: str, seq_length: int,
         # Cut at a line boundary so that no line is split between train and eval.
         boundary = text.rfind("\n", 0, cut) + 1 if cut < len(text) else len(text)
         return list(line_records(text[:boundary])), list(line_records(text[boundary:]))
-    raise CorpusError(f"mode = {mode!r}: must be 'stream' or 'lines'")
+    raise CorpusError(f"mode = {mode!r}: must be one of {', '.join(MODES)}")

@@ -34,5 +34,3 @@ SCORE_SIGNATURE = "score"
 # Outputs of the score signature, read by the TFMA perplexity metric.
 NLL_OUTPUT = "nll"
 NUM_CHARS_OUTPUT = "num_chars"
-
-MODES = ("stream", "lines")

@@ -1,5 +1,2 @@
-"""The TFX pipeline: settings, wiring, the local runner and the `textgen` command line."""
-import os
-
-# tensorflow_transform needs Keras 2; this must be set before TensorFlow is imported.
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+"""The TFX pipeline: settings, wiring, the runners and the `textgen` command line."""
+import models  # noqa: F401 - sets TensorFlow's environment before anything imports it

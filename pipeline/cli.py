@@ -1,30 +1,18 @@
-"""`textgen`: the command line. Thin: settings and checks here, the work elsewhere.
+"""`textgen`: the command line. It parses arguments and prints; the work is elsewhere
+(pipeline/orchestrators/local.py runs the pipeline, serving/cli.py serves).
 
 Nothing here imports TensorFlow or TFX at module level, so `--help` and bad input
 answer at once; the heavy imports happen only once a run is about to start.
 """
 import argparse
-import logging
 import os
 import sys
-import time
 import warnings
 from typing import List, Optional
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from models.settings import CELLS, PRECISIONS  # noqa: E402
-from pipeline import configs  # noqa: E402
-
-EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
-# sysexits' EX_TEMPFAIL: another run holds the pipeline root; try again later.
-EXIT_BUSY = 75
-
-
-class CliError(Exception):
-    """One line for the user, exit code 2."""
-
+from models.settings import CELLS, PRECISIONS
+from pipeline import configs
+from pipeline.errors import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED, CliError
 
 # flag → (section, setting, type); the one mapping between flags and the config object.
 RUN_FLAGS = {
@@ -58,6 +46,50 @@ RUN_FLAGS = {
     "--sample-chars": ("run", "sample_chars", int),
     "--lock-timeout": ("run", "lock_timeout", float),
 }
+# What each flag means, in the user's terms and units; the help adds the setting's name
+# and its default from configs.py.
+FLAG_HELP = {
+    "--data": "UTF-8 text to learn from: a file, a directory, a glob, a {SPAN} pattern or an "
+              "http(s) URL (default: the tutorial's Shakespeare)",
+    "--mode": "stream: windows of seq-length+1 characters of running text; lines: one record "
+              "per line (names, titles)",
+    "--seq-length": "characters the model reads per training sequence (stream mode)",
+    "--eval-fraction": "fraction (0-1) of each file's end held out as the eval split",
+    "--encoding-errors": "strict: refuse bytes that are not UTF-8; replace: read them as U+FFFD",
+    "--span-count": "with a {SPAN} pattern, read this many latest spans (1 = the latest only)",
+    "--embedding-dim": "size of each character's embedding vector",
+    "--rnn-units": "units (state size) of each recurrent layer",
+    "--rnn-layers": "number of stacked recurrent layers",
+    "--cell": "recurrent cell",
+    "--dropout": "dropout rate (0-1) between layers and before the output",
+    "--epochs": "training epochs at most (early stopping may end sooner)",
+    "--steps-per-epoch": "batches per epoch (default: one full pass over the train split)",
+    "--eval-steps": "eval batches after each epoch (default: the whole eval split)",
+    "--batch-size": "sequences per batch",
+    "--learning-rate": "Adam's learning rate",
+    "--seed": "random seed of training and of the summary's sample",
+    "--precision": "Keras mixed-precision policy; auto: mixed_bfloat16 where the CPU runs bf16 "
+                   "natively, mixed_float16 on GPUs, float32 elsewhere",
+    "--clipnorm": "Adam's clip of the gradients' global norm (0 = no clipping)",
+    "--patience": "stop after this many epochs without a lower eval loss (0 = run every epoch)",
+    "--lr-factor": "multiply the learning rate by this (0-1] after --lr-patience epochs "
+                   "without a lower eval loss (1 = constant)",
+    "--lr-patience": "epochs without a lower eval loss before the learning rate drops",
+    "--warm-start": "start from the latest blessed model's weights when the vocabulary and "
+                    "shape allow",
+    "--max-perplexity": "bless only a model whose eval perplexity (per character) is at most "
+                        "this (default: the corpus' distinct characters, i.e. uniform guessing)",
+    "--max-regression": "bless only a model no worse than the latest blessed one by more than "
+                        "this fraction of its perplexity (0.01 = 1%%)",
+    "--pipeline-root": "directory for TFX's artifacts, ML Metadata (SQLite) and the run's log",
+    "--serving-dir": "directory the Pusher publishes <version>/ SavedModels to (what `textgen "
+                     "serve --model-dir` reads)",
+    "--sample-chars": "characters of sample text printed after a push (0 = none)",
+    "--lock-timeout": "seconds to wait for another run holding the pipeline root (0 = give up "
+                      "at once, exit 75)",
+}
+CHOICES = {"--mode": configs.MODES, "--cell": CELLS, "--encoding-errors": configs.ENCODING_ERRORS,
+           "--precision": PRECISIONS}
 
 
 def _add_config_flags(p) -> None:
@@ -67,19 +99,20 @@ def _add_config_flags(p) -> None:
                    "quality = the best model within about 2 CPU-hours; "
                    "default: the best model within about 1 CPU-hour")
     p.add_argument("--config", help="TOML or YAML file with [data] [model] [train] [eval] [run] "
-                   "[metadata] [vertex] (see docs/scheduling.md)")
+                   "[metadata] [vertex] sections (see docs/scheduling.md); flags override it")
+    defaults = configs.Config()
     for flag, (section, name, kind) in RUN_FLAGS.items():
-        default = getattr(getattr(configs.Config(), section), name)
-        help_text = f"{section}.{name} (default {default})"
+        default = getattr(getattr(defaults, section), name)
+        shown = "" if default is None else f", default {default}"
+        help_text = f"{FLAG_HELP[flag]} ({section}.{name}{shown})"
         if kind is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                            help=help_text)
             continue
-        extra = {"choices": ["stream", "lines"]} if flag == "--mode" else \
-            {"choices": list(CELLS)} if flag == "--cell" else \
-            {"choices": list(PRECISIONS)} if flag == "--precision" else \
-            {"choices": ["strict", "replace"]} if flag == "--encoding-errors" else {}
-        p.add_argument(flag, type=kind, default=None, help=help_text, **extra)
+        metavar = {"--data": "PATH_OR_URL", "--pipeline-root": "DIR", "--serving-dir": "DIR",
+                   "--lock-timeout": "SECONDS"}.get(flag, {int: "N", float: "X"}.get(kind))
+        p.add_argument(flag, type=kind, default=None, help=help_text,
+                       choices=CHOICES.get(flag), metavar=None if flag in CHOICES else metavar)
     p.add_argument("--beam-arg", action="append", default=None, metavar="ARG",
                    help="Beam pipeline argument, after the config's run.beam_args, e.g. "
                    "--beam-arg=--direct_running_mode=multi_processing "
@@ -94,7 +127,9 @@ def _add_run_parser(sub) -> None:
                        "or not), 1 the run failed, 2 bad input, 75 another run holds the "
                        "pipeline root.")
     _add_config_flags(p)
-    p.add_argument("-v", "--verbose", action="store_true", help="TFX/Beam INFO logs too")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show TFX, Beam and TensorFlow output on the terminal too (by default "
+                   "it goes to <pipeline root>/textgen.log)")
     p.set_defaults(func=cmd_run)
 
 
@@ -151,128 +186,27 @@ def config_from_args(args) -> configs.Config:
     return config.validate()
 
 
-def perplexity_bound(config: configs.Config, corpus) -> tuple:
-    """(bound, why): eval.max_perplexity, else uniform guessing over the corpus' characters."""
-    if config.eval.max_perplexity is not None:
-        return config.eval.max_perplexity, ""
-    if corpus is None:
-        raise CliError("eval.max_perplexity is not set and the corpus cannot be read here to "
-                       "derive it: set eval.max_perplexity (--max-perplexity) for this pipeline")
-    return float(corpus.distinct_chars), \
-        " (uniform guessing over the corpus' characters; set --max-perplexity)"
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
-    from absl import logging as absl_logging
-    absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.WARNING)
-    if not verbose:
-        for noisy in ("apache_beam", "tensorflow", "absl", "tfx"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-        # Beam and tfx-bsl also log through the root logger (BatchElements statistics,
-        # "Reading from pattern ..."): only this project's INFO lines stay.
-        logging.getLogger().setLevel(logging.WARNING)
-        for ours in ("textgen", "components", "models", "pipeline", "serving"):
-            logging.getLogger(ours).setLevel(logging.INFO)
-
-
-def sample_prompts(config: configs.Config, corpus) -> List[str]:
-    """ROMEO: for running text; for lines, the first letters of lines spread over the file."""
-    if config.data.mode == "stream":
-        return ["ROMEO:"]
-    with open(corpus.files[0], "rb") as f:
-        lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
-    count = min(10, len(lines))
-    return [lines[i * len(lines) // count][0] for i in range(count)]
-
-
 def cmd_run(args) -> int:
-    from pipeline import corpus as corpus_lib
+    from pipeline.lock import LockBusy
+    from pipeline.orchestrators import local
     config = config_from_args(args)
-    data = config.data.path or corpus_lib.download(configs.SHAKESPEARE_URL)
-    corpus = None
-    if corpus_lib.is_remote(data):
-        # Read by Beam's workers (e.g. Dataflow): too big or too far to check here.
-        input_base, pattern = corpus_lib.locate(data)
-    else:
-        corpus = corpus_lib.check(data, config.data.mode, config.data.seq_length,
-                                  config.data.eval_fraction, config.data.encoding_errors,
-                                  config.data.span_count)
-        input_base, pattern = corpus.input_base, corpus.pattern
-    bound, bound_reason = perplexity_bound(config, corpus)
-    remote_root = corpus_lib.is_remote(config.run.pipeline_root)
-    if remote_root and config.metadata.backend == "sqlite" and not config.metadata.sqlite_path:
-        raise CliError(f"run.pipeline_root = {config.run.pipeline_root}: SQLite cannot live "
-                       "there; set metadata.sqlite_path to a local file or use backend mysql")
-    pipeline_root = config.run.pipeline_root if remote_root else \
-        os.path.abspath(config.run.pipeline_root)
-    local_dirs = [os.path.abspath(config.run.serving_dir)] + ([] if remote_root
-                                                              else [pipeline_root])
-    if config.metadata.backend == "sqlite" and config.metadata.sqlite_path:
-        local_dirs.append(os.path.dirname(os.path.abspath(config.metadata.sqlite_path)))
     try:
-        for folder in local_dirs:
-            os.makedirs(folder, exist_ok=True)
-    except OSError as err:
-        raise CliError(f"{err.filename}: cannot create it ({err.strerror}); "
-                       "choose writable --pipeline-root / --serving-dir") from None
-    for folder in local_dirs:
-        if not os.access(folder, os.W_OK):
-            raise CliError(f"{folder}: not writable; choose writable --pipeline-root / "
-                           "--serving-dir")
-
-    from pipeline.lock import LockBusy, PipelineLock, local_lock_dir
-    try:
-        # Held through the summary: it reads ML Metadata and writes into the root.
-        with PipelineLock(local_lock_dir(pipeline_root, corpus_lib.cache_dir()),
-                          config.run.lock_timeout):
-            return _run_locked(args, config, corpus, input_base, pattern, bound, bound_reason,
-                               pipeline_root)
+        result = local.run(config, verbose=args.verbose)
     except LockBusy as err:
         print(f"textgen: {err}", file=sys.stderr)
         return EXIT_BUSY
-
-
-def _run_locked(args, config, corpus, input_base, pattern, bound, bound_reason,
-                pipeline_root) -> int:
-    _setup_logging(args.verbose)
-    from pipeline import pipeline as pipeline_lib
-    if corpus is not None:
-        spans = f", span {corpus.spans[0]}-{corpus.spans[-1]}" if corpus.spans else ""
-        print(f"textgen: {len(corpus.files)} file(s){spans}, {corpus.chars:,} characters → "
-              f"{corpus.train_records:,} train / {corpus.eval_records:,} eval records; "
-              f"pipeline root {pipeline_root}", file=sys.stderr)
-    else:
-        print(f"textgen: reading {input_base}/{pattern} on the Beam workers; pipeline root "
-              f"{pipeline_root}", file=sys.stderr)
-    print(f"textgen: Beam arguments: {' '.join(pipeline_lib.beam_args(config))}",
-          file=sys.stderr)
-    started = time.time()
-    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
-    from pipeline import summary
-    tfx_pipeline = pipeline_lib.create_pipeline(config, input_base, pattern,
-                                                max_perplexity=bound)
-    try:
-        LocalDagRunner().run(tfx_pipeline)
-    except Exception as err:  # noqa: BLE001 - report and exit non-zero, state stays in MLMD
-        logging.getLogger("textgen").exception("pipeline failed")
-        print(f"textgen: the pipeline run failed: {type(err).__name__}: {err}", file=sys.stderr)
+    except local.RunFailed as err:
+        print(f"textgen: the pipeline run failed: {err}", file=sys.stderr)
         return EXIT_FAILED
-    result = summary.collect(pipeline_root, config.metadata, config.run.pipeline_name)
-    print(summary.format_summary(result, corpus, bound, bound_reason, config.eval.max_regression))
-    model_dir = result.get("pushed_path") if result.get("blessed") else None
-    if corpus is None and config.data.mode == "lines":
-        model_dir = None  # the prompts are first letters of the corpus' lines
-    if model_dir and config.run.sample_chars:
-        prompts = sample_prompts(config, corpus)
-        per_prompt = config.run.sample_chars if len(prompts) == 1 else \
-            max(1, config.run.sample_chars // len(prompts))
-        texts = summary.sample(model_dir, prompts, per_prompt, seed=config.train.seed)
-        print(f"\nsample from {model_dir} (temperature 0.8):\n" + "-" * 60)
-        print("".join(texts) if config.data.mode == "lines" else texts[0])
+    from pipeline import summary  # imports TensorFlow: after the run routed its output
+    print(summary.format_summary(result.summary, result.corpus, result.bound,
+                                 result.bound_reason, config.eval.max_regression,
+                                 result.log_path))
+    if result.samples:
+        print(f"\nsample from {result.sample_model} (temperature 0.8):\n" + "-" * 60)
+        print("".join(result.samples))  # one sample, or one line per prompt in lines mode
         print("-" * 60)
-    print(f"wall time: {time.time() - started:.0f} s")
+    print(f"wall time: {result.seconds:.0f} s")
     return 0
 
 
@@ -281,11 +215,9 @@ def cmd_runs(args) -> int:
     config = configs.load(args.config) if args.config else configs.Config()
     root = os.path.abspath(args.pipeline_root or config.run.pipeline_root)
     try:
-        rows = runs.list_runs(root, config.metadata, config.run.pipeline_name)
+        rows = runs.list_runs(root, config.metadata, config.run.pipeline_name, args.last)
     except (FileNotFoundError, ConnectionError) as err:
         raise CliError(f"{err}; pass --pipeline-root DIR or --config FILE") from None
-    if args.last is not None:
-        rows = rows[-args.last:] if args.last > 0 else []
     print(runs.format_json(rows) if args.json else runs.format_table(rows))
     return 0
 
@@ -294,25 +226,12 @@ def cmd_compile(args) -> int:
     config = config_from_args(args)
     if args.image:
         config.vertex.image = args.image
-    if not config.data.path:
-        raise CliError("set data.path (--data) to where the pipeline will read its text, "
-                       "e.g. gs://BUCKET/text/span-{SPAN}/*.txt")
-    from pipeline import corpus as corpus_lib
-    corpus = None
-    if not corpus_lib.is_remote(config.data.path):
-        corpus = corpus_lib.check(config.data.path, config.data.mode, config.data.seq_length,
-                                  config.data.eval_fraction, config.data.encoding_errors,
-                                  config.data.span_count)
-    input_base, pattern = corpus_lib.locate(config.data.path)
-    bound, _ = perplexity_bound(config, corpus)
-    output = os.path.abspath(args.output)
-    if not os.path.isdir(os.path.dirname(output)):
-        raise CliError(f"--output {args.output}: its folder does not exist")
     from pipeline.orchestrators import vertex
-    definition = vertex.compile_pipeline(config, input_base, pattern, bound, output)
+    definition = vertex.compile_pipeline(config, args.output)
     tasks = definition["pipelineSpec"]["root"]["dag"]["tasks"]
-    print(f"wrote {output}: Kubeflow Pipelines v2 definition of '{config.run.pipeline_name}' "
-          f"with {len(tasks)} tasks ({', '.join(sorted(tasks))}); image {config.vertex.image}")
+    print(f"wrote {os.path.abspath(args.output)}: Kubeflow Pipelines v2 definition of "
+          f"'{config.run.pipeline_name}' with {len(tasks)} tasks ({', '.join(sorted(tasks))}); "
+          f"image {config.vertex.image}")
     return 0
 
 

@@ -8,10 +8,15 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from components import text_records
 from models.settings import CELLS, PRECISIONS, ModelSettings, TrainSettings
 
 # The tutorial's corpus, downloaded (and cached) when no --data is given.
 SHAKESPEARE_URL = "https://storage.googleapis.com/download.tensorflow.org/data/shakespeare.txt"
+
+
+ENCODING_ERRORS = ("strict", "replace")  # Python's codec error handlers we accept
+MODES = text_records.MODES
 
 
 class ConfigError(ValueError):
@@ -125,17 +130,16 @@ class Config:
     def validate(self) -> "Config":
         """Raises ConfigError naming the first bad setting."""
         d, m, t, e = self.data, self.model, self.train, self.eval
-        _check(d.mode in ("stream", "lines"), "data.mode", d.mode, "must be 'stream' or 'lines'")
-        _check(d.encoding_errors in ("strict", "replace"), "data.encoding_errors",
-               d.encoding_errors, "must be 'strict' or 'replace'")
+        _check(d.mode in MODES, "data.mode", d.mode, f"must be {_one_of(MODES)}")
+        _check(d.encoding_errors in ENCODING_ERRORS, "data.encoding_errors",
+               d.encoding_errors, f"must be {_one_of(ENCODING_ERRORS)}")
         _positive_int("data.seq_length (--seq-length)", d.seq_length)
         _check(_is_number(d.eval_fraction) and 0 < d.eval_fraction < 1,
                "data.eval_fraction (--eval-fraction)", d.eval_fraction, "must be between 0 and 1")
         _positive_int("model.embedding_dim (--embedding-dim)", m.embedding_dim)
         _positive_int("model.rnn_units (--rnn-units)", m.rnn_units)
         _positive_int("model.rnn_layers (--rnn-layers)", m.rnn_layers)
-        _check(m.cell in CELLS, "model.cell (--cell)", m.cell,
-               f"must be one of {', '.join(CELLS)}")
+        _check(m.cell in CELLS, "model.cell (--cell)", m.cell, f"must be {_one_of(CELLS)}")
         _check(_is_number(m.dropout) and 0 <= m.dropout < 1, "model.dropout (--dropout)",
                m.dropout, "must be in [0, 1)")
         _positive_int("train.epochs (--epochs)", t.epochs)
@@ -155,7 +159,7 @@ class Config:
                t.lr_factor, "must be in (0, 1] (1: a constant learning rate)")
         _positive_int("train.lr_patience (--lr-patience)", t.lr_patience)
         _check(t.precision in PRECISIONS, "train.precision (--precision)", t.precision,
-               f"must be one of {', '.join(PRECISIONS)}")
+               f"must be {_one_of(PRECISIONS)}")
         if e.max_perplexity is not None:
             _check(_is_number(e.max_perplexity) and e.max_perplexity >= 1,
                    "eval.max_perplexity (--max-perplexity)", e.max_perplexity,
@@ -194,6 +198,12 @@ class Config:
         _check(_is_number(vx.trainer_memory_gb) and vx.trainer_memory_gb > 0,
                "vertex.trainer_memory_gb", vx.trainer_memory_gb, "must be > 0")
         return self
+
+
+def _one_of(choices) -> str:
+    """("a", "b", "c") → "'a', 'b' or 'c'"."""
+    quoted = [repr(c) for c in choices]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else quoted[0]
 
 
 def _is_number(value) -> bool:

@@ -8,7 +8,7 @@ import glob
 import os
 import re
 import urllib.request
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 from components import spans as spans_lib, text_records
 from components.text_records import CorpusError
@@ -144,3 +144,16 @@ def check(data: str, mode: str, seq_length: int, eval_fraction: float,
             "file); add text, lower --seq-length or change --eval-fraction")
     return Corpus(input_base, pattern, files, chars, len(distinct), train, held_out,
                   sorted(selected))
+
+
+def perplexity_bound(max_perplexity: Optional[float], corpus: Optional[Corpus]
+                     ) -> Tuple[float, str]:
+    """(bound, why): eval.max_perplexity, else uniform guessing over the corpus' characters."""
+    if max_perplexity is not None:
+        return max_perplexity, ""
+    if corpus is None:
+        raise CorpusError(
+            "eval.max_perplexity is not set and the corpus cannot be read here to derive it: "
+            "set eval.max_perplexity (--max-perplexity) for this pipeline")
+    return float(corpus.distinct_chars), \
+        " (uniform guessing over the corpus' characters; set --max-perplexity)"

@@ -126,12 +126,6 @@ def custom(artifact: metadata_store_pb2.Artifact, name: str) -> Optional[object]
     return _value(artifact.custom_properties, name)
 
 
-def prop(artifact: metadata_store_pb2.Artifact, name: str) -> Optional[object]:
-    """A property of the artifact's type (e.g. Examples.span), else a custom one."""
-    value = _value(artifact.properties, name)
-    return value if value is not None else custom(artifact, name)
-
-
 def _value(properties, name: str) -> Optional[object]:
     if name not in properties:
         return None

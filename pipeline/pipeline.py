@@ -17,9 +17,10 @@ from typing import List, Optional
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
+from components import names
 from components.evaluator import Evaluator
 from components.pusher import Pusher
-from components.text_example_gen import EVAL, text_example_gen
+from components.text_example_gen import text_example_gen
 from models import features, metrics
 from pipeline import metadata
 from pipeline.configs import Config
@@ -84,23 +85,27 @@ def create_pipeline(config: Config, input_base: str, input_pattern: str, max_per
         seq_length=data.seq_length, eval_fraction=data.eval_fraction,
         encoding_errors=data.encoding_errors, code_fingerprint=fingerprint,
         span_count=data.span_count)
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"])
+    examples = example_gen.outputs[names.EXAMPLES]
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs[names.EXAMPLES]).with_id(names.STATISTICS_GEN)
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs["statistics"]).with_id(names.SCHEMA_GEN)
     example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    ).with_id(names.EXAMPLE_VALIDATOR)
 
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
+        examples=examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn="models.preprocessing.preprocessing_fn",
-        custom_config={"code_fingerprint": fingerprint})
+        custom_config={"code_fingerprint": fingerprint}).with_id(names.TRANSFORM)
 
     # custom_config is the one source of the training's steps and epochs: TrainArgs and
     # EvalArgs stay empty (run_fn reads neither).
     trainer = tfx.components.Trainer(
         run_fn="models.trainer.run_fn",
         examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
+        transform_graph=transform.outputs[names.TRANSFORM_GRAPH],
         schema=schema_gen.outputs["schema"],
         custom_config={
             "model": config.to_dict()["model"],
@@ -109,23 +114,25 @@ def create_pipeline(config: Config, input_base: str, input_pattern: str, max_per
             # Where warm start finds the latest blessed model (models/warm_start.py).
             "serving_dir": serving_dir,
             "code_fingerprint": fingerprint,
-        })
+        }).with_id(names.TRAINER)
 
     baseline_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    ).with_id(names.BASELINE_RESOLVER)
 
     evaluator = Evaluator(
-        examples=example_gen.outputs["examples"],
-        model=trainer.outputs["model"],
-        baseline_model=baseline_resolver.outputs["model"],
-        example_splits=[EVAL],
-        eval_config=eval_config(max_perplexity, config.eval.max_regression))
+        examples=examples,
+        model=trainer.outputs[names.MODEL],
+        baseline_model=baseline_resolver.outputs[names.MODEL],
+        example_splits=[names.EVAL],
+        eval_config=eval_config(max_perplexity, config.eval.max_regression)
+    ).with_id(names.EVALUATOR)
 
-    pusher = Pusher(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-                    serving_dir=serving_dir)
+    pusher = Pusher(model=trainer.outputs[names.MODEL],
+                    model_blessing=evaluator.outputs[names.BLESSING],
+                    serving_dir=serving_dir).with_id(names.PUSHER)
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.run.pipeline_name,

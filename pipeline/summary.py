@@ -1,15 +1,16 @@
-"""What a run did, in numbers: built from ML Metadata and the artifacts, then printed."""
+"""What a run did, in numbers: its ML Metadata record (pipeline/records.py) with what
+only the artifacts hold, then printed."""
+import dataclasses
 import json
 import os
 from typing import Any, Dict, List, Optional
 
-from components.evaluator import BASELINE_PREFIX
+from components import names
 from models import features
 from models.trainer import TRAINING_REPORT, WARM_START_REPORT
-from pipeline import metadata
+from pipeline import records
 
-NODE_ORDER = ["TextExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
-              "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"]
+SUMMARY_FILE = "last_run_summary.json"
 
 
 def _vocab_size(transform_graph_uri: str) -> Optional[int]:
@@ -51,74 +52,25 @@ def _threshold_text(threshold) -> str:
     return ", ".join(parts)
 
 
-def collect(pipeline_root: str, settings=None, pipeline_name: Optional[str] = None
-            ) -> Dict[str, Any]:
-    """The latest run's summary as a dict (also written as JSON to the pipeline root).
-
-    settings: the config's [metadata] section (default: SQLite under the root)."""
+def collect(record: records.RunRecord, pipeline_root: str) -> Dict[str, Any]:
+    """A run's summary as a dict: its record plus what only the artifacts hold (vocabulary
+    size, epochs, warm start, why not blessed); also written as JSON to the pipeline root."""
     import tensorflow as tf  # its filesystems: the root may be gs://...
-    store = metadata.open_store(pipeline_root, settings)
-    runs = metadata.pipeline_runs(store, pipeline_name)
-    if not runs:
-        raise RuntimeError(f"no pipeline runs recorded under {pipeline_root}")
-    nodes = metadata.node_runs(store, runs[-1])
-    out: Dict[str, Any] = {"run_id": runs[-1].name, "components": {}}
-    for node_id in NODE_ORDER + sorted(set(nodes) - set(NODE_ORDER)):
-        if node_id in nodes:
-            out["components"][node_id] = {"state": nodes[node_id].state,
-                                          "seconds": round(nodes[node_id].seconds, 1)}
-
-    def output(node_id, key):
-        run = nodes.get(node_id)
-        return run.outputs.get(key, [None])[0] if run else None
-
-    examples = output("TextExampleGen", "examples")
-    if examples is not None:
-        out["splits"] = {split: {"records": metadata.custom(examples, f"{split}_records"),
-                                 "chars": metadata.custom(examples, f"{split}_chars")}
-                         for split in ("train", "eval")}
-        out["spans"] = metadata.custom(examples, "spans")
-    graph = output("Transform", "transform_graph")
-    if graph is not None:
-        out["vocab_size"] = _vocab_size(graph.uri)
-    model = output("Trainer", "model")
-    if model is not None:
-        out["model_uri"] = model.uri
-        out["model_id"] = model.id
-    model_run = output("Trainer", "model_run")
-    if model_run is not None:
+    out = {k: v for k, v in dataclasses.asdict(record).items()
+           if k not in ("trainer", "transform_graph_uri", "model_run_uri", "evaluation_uri",
+                        "baseline_model_id", "state", "started")}
+    out["blessed"], out["pushed"] = bool(record.blessed), bool(record.pushed)
+    if record.transform_graph_uri is not None:
+        out["vocab_size"] = _vocab_size(record.transform_graph_uri)
+    if record.model_run_uri is not None:
         for key, name in (("training", TRAINING_REPORT), ("warm_start", WARM_START_REPORT)):
-            path = os.path.join(model_run.uri, name)
+            path = os.path.join(record.model_run_uri, name)
             if tf.io.gfile.exists(path):
                 with tf.io.gfile.GFile(path, "r") as f:
                     out[key] = json.loads(f.read())
-    baseline = nodes.get("Evaluator") and nodes["Evaluator"].inputs.get("baseline_model")
-    out["baseline_model_uri"] = baseline[0].uri if baseline else None
-    baseline_id = baseline[0].id if baseline else None
-    evaluation = output("Evaluator", "evaluation")
-    if evaluation is not None:
-        props = {name: metadata.custom(evaluation, name)
-                 for name in evaluation.custom_properties}
-        out["eval"] = {k: v for k, v in props.items()
-                       if not k.startswith(BASELINE_PREFIX) and isinstance(v, float)}
-        out["baseline_eval"] = {k[len(BASELINE_PREFIX):]: v for k, v in props.items()
-                                if k.startswith(BASELINE_PREFIX)} or None
-        if out["baseline_eval"] and not baseline:
-            # ML Metadata records one input event per artifact: the latest blessed model
-            # is the candidate itself (a re-run on a cached model).
-            out["baseline_model_uri"] = out.get("model_uri")
-            baseline_id = out.get("model_id")
-        out["not_blessed_because"] = _validation(evaluation.uri)
-    if baseline_id is not None:
-        out["baseline_version"] = metadata.pushed_version_of(store, [baseline_id]).get(
-            baseline_id)
-    blessing = output("Evaluator", "blessing")
-    out["blessed"] = bool(blessing is not None and metadata.custom(blessing, "blessed"))
-    pushed = output("Pusher", "pushed_model")
-    out["pushed"] = bool(pushed is not None and metadata.custom(pushed, "pushed"))
-    out["pushed_version"] = metadata.custom(pushed, "pushed_version") if pushed else None
-    out["pushed_path"] = metadata.custom(pushed, "pushed_destination") if pushed else None
-    with tf.io.gfile.GFile(os.path.join(pipeline_root, "last_run_summary.json"), "w") as f:
+    if record.evaluation_uri is not None:
+        out["not_blessed_because"] = _validation(record.evaluation_uri)
+    with tf.io.gfile.GFile(os.path.join(pipeline_root, SUMMARY_FILE), "w") as f:
         f.write(json.dumps(out, indent=1, default=str))
     return out
 
@@ -134,7 +86,8 @@ def sample(model_dir: str, prompts: List[str], num_chars: int, seed: int = 1) ->
 
 
 def format_summary(s: Dict[str, Any], corpus=None, bound: Optional[float] = None,
-                   bound_reason: str = "", max_regression: Optional[float] = None) -> str:
+                   bound_reason: str = "", max_regression: Optional[float] = None,
+                   log_path: Optional[str] = None) -> str:
     lines = ["", "=== textgen run summary ==="]
     if corpus is not None:
         lines.append(f"corpus: {len(corpus.files)} file(s), {corpus.chars:,} characters, "
@@ -149,7 +102,7 @@ def format_summary(s: Dict[str, Any], corpus=None, bound: Optional[float] = None
                      f"(+{features.NUM_RESERVED_IDS} reserved ids: {features.PAD_TOKEN}, "
                      f"{features.UNK_TOKEN})")
     warm = s.get("warm_start")
-    trainer_state = s.get("components", {}).get("Trainer", {}).get("state")
+    trainer_state = s.get("components", {}).get(names.TRAINER, {}).get("state")
     if warm and trainer_state == "CACHED":
         lines.append("training: none (Trainer cached: same data, settings and code)")
     elif warm:
@@ -181,7 +134,7 @@ def format_summary(s: Dict[str, Any], corpus=None, bound: Optional[float] = None
         if "perplexity" in ev:
             lines.append(f"candidate vs baseline: {ev['perplexity']:.3f} vs "
                          f"{base['perplexity']:.3f}")
-    elif s.get("components", {}).get("Evaluator"):
+    elif s.get("components", {}).get(names.EVALUATOR):
         lines.append("baseline: none (no blessed model yet): judged on the bound alone")
     if s.get("blessed"):
         lines.append("blessed: yes")
@@ -198,4 +151,6 @@ def format_summary(s: Dict[str, Any], corpus=None, bound: Optional[float] = None
     lines.append("components (state, seconds from ML Metadata):")
     for node_id, c in s.get("components", {}).items():
         lines.append(f"  {node_id:32s} {c['state']:9s} {c['seconds']:8.1f}")
+    if log_path:
+        lines.append(f"log (TFX, Beam and TensorFlow output): {log_path}")
     return "\n".join(lines)

@@ -1,5 +1,2 @@
 """Serving: a TF-Serving-compatible local server and gRPC/REST clients."""
-import os
-
-# tensorflow_transform needs Keras 2; this must be set before TensorFlow is imported.
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import models  # noqa: F401 - sets TensorFlow's environment before anything imports it

@@ -110,7 +110,7 @@ def _add_generate_parser(sub) -> None:
 
 
 def _cli_error(message: str):
-    from pipeline.cli import CliError  # the entry point prints it and exits 2
+    from pipeline.errors import CliError  # the entry point prints it and exits 2
     return CliError(message)
 
 

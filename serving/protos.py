@@ -7,7 +7,8 @@ should start at once, so when TensorFlow is not imported yet the protos are impo
 under a bare stand-in `tensorflow` package, and the stand-in and every module imported
 under it are removed again afterwards: a later real `import tensorflow` starts from a
 clean slate, re-registers the same descriptors (protobuf accepts identical files) and
-yields the very same message classes (tests/test_client.py checks both).
+yields the very same message classes. tests/test_serving_client.py checks that a client
+starts without TensorFlow.
 """
 import importlib
 import importlib.util

@@ -1,11 +1,10 @@
-"""Shared test fixtures. TF_USE_LEGACY_KERAS must be set before TensorFlow is imported."""
+"""Shared test fixtures."""
 import os
 import sys
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import pytest
 
-import pytest  # noqa: E402
+import models  # noqa: F401 - sets TensorFlow's environment (TF_USE_LEGACY_KERAS) first
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")

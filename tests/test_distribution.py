@@ -15,8 +15,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRATEGY = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
+from models import model  # first: the models package sets TensorFlow's environment
 import tensorflow as tf
-from models import model, trainer
+from models import trainer
 from models.settings import ModelSettings
 strategy = trainer.distribution_strategy()
 with strategy.scope():
@@ -35,7 +36,7 @@ def _free_port():
 
 
 def _strategy_with(tf_config):
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     env.pop("TF_CONFIG", None)
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)

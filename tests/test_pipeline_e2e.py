@@ -12,7 +12,7 @@ import random
 import pytest
 
 from components import pusher
-from pipeline import cli, metadata, pipeline as pipeline_lib
+from pipeline import cli, metadata, pipeline as pipeline_lib, summary as summary_lib
 from conftest import call_signatures_in_fresh_process
 
 WORDS = ("to be or not that is the question whether tis nobler in mind suffer slings and "
@@ -38,7 +38,7 @@ def run_cli(argv, root, serving, capsys):
     """`textgen` in-process: exit code, printed summary, its JSON form, served versions."""
     code = cli.main(argv)
     out = capsys.readouterr().out
-    with open(os.path.join(root, "last_run_summary.json"), encoding="utf-8") as f:
+    with open(os.path.join(root, summary_lib.SUMMARY_FILE), encoding="utf-8") as f:
         summary = json.load(f)
     return {"code": code, "out": out, "summary": summary, "versions": pusher.versions(serving)}
 

@@ -6,14 +6,15 @@ One module-scoped sequence (each run costs a minute or two here):
      span 2's eval split, regresses, not blessed, nothing pushed;
   3. span 2 with normal training: warm-started from A, compared with A, pushed as B;
   4. the same again, no new data: nothing trained, nothing new pushed;
-and `textgen runs` tells the story from ML Metadata.
+and `textgen runs` tells the story from ML Metadata; then
+  5. span 3 with --span-count 2: spans 2 and 3 are read, and recorded.
 """
 import json
 import os
 
 import pytest
 
-from components import pusher
+from components import names, pusher
 from pipeline import cli, runs as runs_lib
 from test_pipeline_e2e import TINY, make_corpus, run_cli
 
@@ -119,3 +120,14 @@ def test_textgen_runs_lists_the_story_from_ml_metadata(sched, capsys):
     assert table[0].split()[:3] == ["started", "span", "trainer"] and len(table) == 6
     assert cli.main(["runs", "--pipeline-root", sched["root"], "--json", "--last", "1"]) == 0
     assert [r["span"] for r in json.loads(capsys.readouterr().out)] == ["2"]
+
+
+
+def test_span_3_with_span_count_2_reads_spans_2_and_3(sched, capsys):
+    sched["add_span"](3, seed=3)
+    r = sched["run"](["--span-count", "2"], capsys)
+    s = r["summary"]
+    assert r["code"] == 0, r["out"]
+    assert s["spans"] == "2-3" and "span: 2-3" in r["out"]
+    assert s["components"][names.EXAMPLE_GEN]["state"] == "COMPLETE"
+    assert runs_lib.list_runs(sched["root"])[-1]["span"] == "2-3"

@@ -13,12 +13,9 @@ import datetime
 import os
 from typing import Optional
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 
-from tfx.orchestration.airflow.airflow_dag_runner import (  # noqa: E402
-    AirflowDagRunner, AirflowPipelineConfig)
-
-from pipeline import configs, corpus as corpus_lib, pipeline as pipeline_lib  # noqa: E402
+from pipeline import configs, corpus as corpus_lib, pipeline as pipeline_lib
 
 CONFIG_ENV = "TEXTGEN_CONFIG"
 # The first schedulable day; catchup is off, so Airflow never backfills from it.

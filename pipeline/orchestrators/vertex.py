@@ -12,8 +12,9 @@ from typing import Any, Dict
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
-from pipeline import pipeline as pipeline_lib
-from pipeline.configs import Config
+from components import names
+from pipeline import corpus as corpus_lib, pipeline as pipeline_lib
+from pipeline.configs import Config, ConfigError
 
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
@@ -28,15 +29,31 @@ def trainer_resources(config: Config) -> ResourceSpec:
     return spec
 
 
-def compile_pipeline(config: Config, input_base: str, input_pattern: str,
-                     max_perplexity: float, output_file: str) -> Dict[str, Any]:
-    """Writes the PipelineJob JSON to output_file and returns it as a dict."""
+def compile_pipeline(config: Config, output_file: str) -> Dict[str, Any]:
+    """Writes the PipelineJob JSON to output_file and returns it as a dict.
+
+    Local data is checked as `textgen run` checks it (and gives the perplexity bound when
+    eval.max_perplexity is unset); remote data is left to the pipeline's workers.
+    """
+    if not config.data.path:
+        raise ConfigError("set data.path (--data) to where the pipeline will read its text, "
+                          "e.g. gs://BUCKET/text/span-{SPAN}/*.txt")
+    corpus = None
+    if not corpus_lib.is_remote(config.data.path):
+        corpus = corpus_lib.check(config.data.path, config.data.mode, config.data.seq_length,
+                                  config.data.eval_fraction, config.data.encoding_errors,
+                                  config.data.span_count)
+    input_base, input_pattern = corpus_lib.locate(config.data.path)
+    max_perplexity, _ = corpus_lib.perplexity_bound(config.eval.max_perplexity, corpus)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(output_file))):
+        raise ConfigError(f"--output {output_file}: its folder does not exist")
+    output_file = os.path.abspath(output_file)
     tfx_pipeline = pipeline_lib.create_pipeline(config, input_base, input_pattern,
                                                 max_perplexity)
     # Vertex keeps ML Metadata itself: a connection config would only mislead readers.
     tfx_pipeline.metadata_connection_config = None
     for component in tfx_pipeline.components:
-        if component.id == "Trainer":
+        if component.id == names.TRAINER:
             component.with_platform_config(trainer_resources(config))
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
         config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(

@@ -1,0 +1,109 @@
+"""Imports flow one way: no cycle among the project's modules, and modules import alone.
+
+The graph counts every import, also those inside functions (a deferred import hides a
+cycle from Python, not from the reader).
+"""
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+PACKAGES = ("components", "models", "pipeline", "serving", "bench")
+
+
+def project_modules():
+    modules = {}
+    for package in PACKAGES:
+        for folder, _, files in os.walk(os.path.join(REPO, package)):
+            for name in files:
+                if name.endswith(".py"):
+                    path = os.path.join(folder, name)
+                    dotted = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
+                    modules[dotted.removesuffix(".__init__")] = path
+    return modules
+
+
+def import_graph(modules):
+    """module → the project modules it imports (anywhere in its code)."""
+    graph = {}
+    for module, path in modules.items():
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        targets = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets.add(node.module)
+                targets.update(f"{node.module}.{alias.name}" for alias in node.names)
+        graph[module] = {t for t in targets if t in modules and t != module
+                         and not module.startswith(t + ".")}  # a package's own __init__
+    return graph
+
+
+def cycles(graph):
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_deferred_import_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle_among_the_project_modules():
+    modules = project_modules()
+    assert {"pipeline.cli", "serving.cli", "models.export"} <= set(modules)
+    assert cycles(import_graph(modules)) == []
+
+
+# (module, must it stay free of TensorFlow?) `textgen --help`, `textgen runs` and the
+# clients answer without loading it.
+ALONE = [("models.export", False), ("models.trainer", False), ("serving.cli", True), ("pipeline.cli", True),
+         ("pipeline.runs", True), ("pipeline.records", True), ("components.names", True),
+         ("pipeline.orchestrators.local", True), ("pipeline.summary", False)]
+
+
+@pytest.mark.parametrize("module, light", ALONE)
+def test_a_module_imports_alone_in_a_fresh_interpreter(module, light):
+    script = (f"import sys; import {module}; "
+              "print('tensorflow' in sys.modules, sys.modules['os'].environ.get("
+              "'TF_USE_LEGACY_KERAS'))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=REPO, env={k: v for k, v in os.environ.items()
+                                           if k != "TF_USE_LEGACY_KERAS"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded_tf, legacy_keras = result.stdout.split()[-2:]
+    assert legacy_keras == "1"  # set by the models package, whatever was imported first
+    if light:
+        assert loaded_tf == "False", f"{module} imports TensorFlow"
