@@ -75,7 +75,6 @@ def test_overlapping_runs_one_runs_one_refuses_one_waits(tmp_path):
     assert rows[0]["pushed_version"] == str(pusher.versions(serving)[0])
 
 
-@pytest.mark.slow
 def test_the_pipeline_on_the_multi_processing_direct_runner(tmp_path):
     """Every Beam stage in worker processes (each imports TensorFlow: ~10 min here)."""
     root, serving, base = _base(tmp_path)

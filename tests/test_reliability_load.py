@@ -1,4 +1,4 @@
-"""Load on loopback (issue 6): 16 clients for 60 s against `textgen serve` in its own
+"""Load on loopback (issue 6): 16 clients for 30 s against `textgen serve` in its own
 process, half gRPC and half REST, while two new versions are pushed the Pusher's way.
 No request may fail; the server's memory growth is printed and bounded."""
 import os
@@ -11,16 +11,14 @@ import threading
 import time
 
 import numpy as np
-import pytest
-
 from serving.client import GrpcClient, RestClient
 from serving.errors import ServingError
 from test_serving_versions import push
 
-DURATION = 60.0
-# Seconds into the run: versions 2 and 3. Early enough that both take over during the run
-# although loading while 16 clients keep two CPUs busy takes 15-25 s.
-PUSH_AT = (10.0, 25.0)
+DURATION = 30.0
+# Seconds into the run: versions 2 and 3. Loading while 16 clients keep two CPUs busy
+# takes 15-25 s, so version 3 may arrive after the clients stop; the test waits for it.
+PUSH_AT = (4.0, 8.0)
 CLIENTS_PER_PROTOCOL = 8
 MAX_REQUESTS_PER_CLIENT = 100_000  # a bound on count as well as on time
 STATE_SIZE = 16  # the tiny model
@@ -76,8 +74,7 @@ def requests_for(step):
             "temperature": np.full([2], 0.8, np.float32)}, "generate"
 
 
-@pytest.mark.slow
-def test_sixteen_clients_for_a_minute_with_two_pushes_lose_nothing(tmp_path, tiny_model_dir):
+def test_sixteen_clients_under_load_with_two_pushes_lose_nothing(tmp_path, tiny_model_dir):
     base = tmp_path / "serving"
     base.mkdir()
     push(base, tiny_model_dir, 1)
@@ -110,7 +107,7 @@ def test_sixteen_clients_for_a_minute_with_two_pushes_lose_nothing(tmp_path, tin
     try:
         for thread in threads:
             thread.start()
-        time.sleep(5)  # past the first calls: the baseline is the server under load
+        time.sleep(3)  # past the first calls: the baseline is the server under load
         rss = {"start": rss_mb(pid)}
         peak = rss["start"]
         for version, at in enumerate(PUSH_AT, start=2):
