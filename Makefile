@@ -11,12 +11,11 @@ ifeq ($(UV),)
 UV := .tools/bin/uv
 endif
 
-.PHONY: install run test test-slow lock clean help bench bench-quality
+.PHONY: install run test lock clean help bench bench-quality
 
 help:
 	@echo "make run ARGS='--data FILE ...'   run the pipeline (see: .venv/bin/textgen run --help)"
-	@echo "make test                         the test suite (sets up .venv first)"
-	@echo "make test-slow                    also the slow tests"
+	@echo "make test                         the whole test suite (sets up .venv first)"
 	@echo "make bench                        quick benchmarks (20-35 min) → docs/benchmarks.md"
 	@echo "make bench-quality                the long model-quality run (hours; resumable)"
 	@echo "make install                      create/refresh .venv from requirements/lock.txt"
@@ -37,11 +36,9 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/textgen run $(ARGS)
 
+# The slowest tests' times are listed at the end: where the suite's minutes go.
 test: install
-	$(VENV)/bin/pytest -q tests
-
-test-slow: install
-	$(VENV)/bin/pytest -q --run-slow tests
+	$(VENV)/bin/pytest -q --durations=15 tests
 
 # Benchmarks measure, they do not pass or fail; results go to bench/results/, the report
 # to docs/benchmarks.md. One at a time: they compete for the same cores.

@@ -5,12 +5,19 @@ instance polling the folder can load a half-written model), and it pushes the sa
 model again under a new version whenever the Evaluator re-runs on a cached model.
 Here the copy goes to a hidden temporary folder that is renamed into place, and a
 digest of the SavedModel is kept beside each version so a model is pushed at most once.
+
+Several pipeline roots may push to one serving directory (their run locks are per
+root): a temporary folder is named after its pushing process and host, and only a dead
+process's folder on this host is removed as a leftover. A killed push on another host
+leaves its hidden folder behind (never loaded: TF Serving loads integer names only).
 """
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import time
 from typing import Any, Dict, List, Optional
 
@@ -74,11 +81,29 @@ def find_pushed(serving_dir: str, digest: str) -> Optional[int]:
     return None
 
 
+def _temporary_name(version: int) -> str:
+    return f"{TMP_PREFIX}{version}-{socket.gethostname()}-{os.getpid()}"
+
+
+def _is_leftover(name: str) -> bool:
+    """A temporary folder of a push whose process on this host is gone."""
+    host, _, pid = name[len(TMP_PREFIX):].partition("-")[2].rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 def remove_stale_temporaries(serving_dir: str) -> None:
-    """Leftovers of a push that was killed; the pipeline lock rules out a live one."""
+    """Leftovers of pushes that were killed; other processes' pushes in flight are kept."""
     if os.path.isdir(serving_dir):
         for name in os.listdir(serving_dir):
-            if name.startswith(TMP_PREFIX):
+            if name.startswith(TMP_PREFIX) and _is_leftover(name):
                 shutil.rmtree(os.path.join(serving_dir, name), ignore_errors=True)
 
 
@@ -100,15 +125,24 @@ def push(model_dir: str, serving_dir: str, source: Dict[str, Any]) -> Dict[str, 
                 "path": os.path.join(serving_dir, str(existing))}
     # TF Serving orders versions numerically; seconds since the epoch, as TFX's Pusher.
     version = max([int(time.time())] + [v + 1 for v in versions(serving_dir)])
-    tmp = os.path.join(serving_dir, f"{TMP_PREFIX}{version}-{os.getpid()}")
-    final = os.path.join(serving_dir, str(version))
+    tmp = os.path.join(serving_dir, _temporary_name(version))
     try:
         shutil.copytree(model_dir, tmp)
         os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
-        with open(os.path.join(tmp, PUSH_RECORD), "w", encoding="utf-8") as f:
-            json.dump({"digest": digest, "version": version, **source}, f, indent=1)
-        _fsync_tree(tmp)
-        os.rename(tmp, final)
+        record = os.path.join(tmp, PUSH_RECORD)
+        while True:
+            with open(record, "w", encoding="utf-8") as f:
+                json.dump({"digest": digest, "version": version, **source}, f, indent=1)
+            _fsync_tree(tmp)
+            final = os.path.join(serving_dir, str(version))
+            try:
+                os.rename(tmp, final)
+                break
+            except OSError as err:
+                # Another root's push took this number meanwhile: take the next one.
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                version = max(version, *versions(serving_dir)) + 1
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise PushError(f"serving dir {serving_dir}: push failed ({err.strerror or err}); "

@@ -30,8 +30,10 @@ from pipeline.configs import Config
 _CODE_PACKAGES = ("components", "models")
 
 
-def code_fingerprint() -> str:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def code_fingerprint(root: Optional[str] = None) -> str:
+    """sha256 (16 hex digits) of the .py files of _CODE_PACKAGES under root (default:
+    where this code is installed)."""
+    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     digest = hashlib.sha256()
     for package in _CODE_PACKAGES:
         package_dir = os.path.join(root, package)

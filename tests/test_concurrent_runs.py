@@ -1,16 +1,15 @@
 """`textgen run` processes as cron would start them: overlapping runs on one pipeline
-root, and a run on Beam's DirectRunner in multi-processing mode."""
+root, and a run (in lines mode) on Beam's DirectRunner in multi-processing mode."""
+import json
 import os
 import subprocess
 import sys
 import time
 
-import pytest
-
 from components import pusher
 from pipeline import runs as runs_lib
 from pipeline.lock import LOCK_NAME, holder_of
-from test_pipeline_e2e import TINY, make_corpus
+from test_pipeline_e2e import TINY, check_reported_perplexity, make_corpus
 
 TEXTGEN = os.path.join(os.path.dirname(sys.executable), "textgen")
 MULTI = ["--beam-arg=--direct_running_mode=multi_processing",
@@ -75,15 +74,19 @@ def test_overlapping_runs_one_runs_one_refuses_one_waits(tmp_path):
     assert rows[0]["pushed_version"] == str(pusher.versions(serving)[0])
 
 
-@pytest.mark.slow
-def test_the_pipeline_on_the_multi_processing_direct_runner(tmp_path):
-    """Every Beam stage in worker processes (each imports TensorFlow: ~10 min here)."""
+def test_the_pipeline_in_lines_mode_on_the_multi_processing_direct_runner(tmp_path):
+    """Every Beam stage in worker processes (each imports TensorFlow: ~8 min here), one
+    record per line; the Evaluator's number, computed in the workers, is recomputed here."""
     root, serving, base = _base(tmp_path)
-    result = subprocess.run(base + MULTI + ["--verbose"], capture_output=True, text=True,
-                            timeout=3600)
+    result = subprocess.run(base + MULTI + ["--mode", "lines", "--verbose"],
+                            capture_output=True, text=True, timeout=3600)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-5000:]
     assert "blessed: yes" in out and len(pusher.versions(serving)) == 1
+    with open(os.path.join(root, "last_run_summary.json"), encoding="utf-8") as f:
+        summary = json.load(f)
+    check_reported_perplexity(summary, str(tmp_path / "corpus.txt"), "lines",
+                              summary["pushed_path"])
     # Logged by Beam's SDK worker processes, not by this one.
     assert out.count("Pipeline_options: {'direct_num_workers': 2, "
                      "'direct_running_mode': 'multi_processing'") >= 2

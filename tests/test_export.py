@@ -57,14 +57,15 @@ def test_temperature_zero_is_greedy_and_low_temperature_sharpens():
     top = TINY_VOCAB[-1]
     greedy, _ = generate(g, ["a", "b"], 30, temperature=0.0, seed=0)
     assert greedy == [top * 30] * 2
+    share = {}
     for temperature in (0.05, 5.0):
         completions, _ = generate(g, ["a"] * 20, 200, temperature=temperature, seed=2)
         counts = collections.Counter("".join(completions))
         expected = tf.nn.softmax(bias[2:] / temperature).numpy()
-        assert counts[top] / 4000 == pytest.approx(expected[-1], abs=0.03)
-    # Sharper when colder: the top character dominates at 0.05, not at 5.
-    assert tf.nn.softmax(bias[2:] / 0.05).numpy()[-1] > 0.8 > 0.2 > tf.nn.softmax(
-        bias[2:] / 5.0).numpy()[-1]
+        share[temperature] = counts[top] / 4000
+        assert share[temperature] == pytest.approx(expected[-1], abs=0.03)
+    # Sharper when colder, in what was sampled: the top character dominates at 0.05, not at 5.
+    assert share[0.05] > 0.8 and share[5.0] < 0.2
 
 
 def test_top_k_and_top_p_restrict_the_candidates():
@@ -154,8 +155,13 @@ def test_reloads_in_a_fresh_process_at_new_batch_sizes(tiny_model_dir):
         assert all(len(t) > 0 for t in out[batch]["next"])
         assert out[batch]["states"] == [int(batch), state]
     assert out["5"]["text"][0].startswith("ROMEO:") and out["5"]["text"][2].startswith("hé hé")
-    assert all(len(t) == len(p) + 12 for t, p in
-               zip(out["5"]["text"], ["ROMEO:", "a", "hé hé", "b\n", "cdefg"]))
+    prompts = ["ROMEO:", "a", "hé hé", "b\n", "cdefg"]
+    assert all(len(t) == len(p) + 12 for t, p in zip(out["5"]["text"], prompts))
+    # Seeded (9) there, seeded here: the same text, byte for byte.
+    here = tf.saved_model.load(tiny_model_dir).signatures["generate"](
+        prompts=tf.constant(prompts), num_chars=tf.constant(12), temperature=tf.fill([5], 0.7),
+        top_k=tf.constant(0), top_p=tf.constant(1.0), seed=tf.constant(9))["text"]
+    assert [t.encode() for t in out["5"]["text"]] == list(here.numpy())
 
 
 def test_mixed_precision_model_exports_float32_signatures(tmp_path):
@@ -176,3 +182,24 @@ def test_mixed_precision_model_exports_float32_signatures(tmp_path):
         prompts=tf.constant(["ab"]), num_chars=tf.constant(5), temperature=tf.constant([1.0]),
         top_k=tf.constant(0), top_p=tf.constant(1.0), seed=tf.constant(3))["text"]
     assert len(text.numpy()[0].decode()) == 7
+
+
+def scored(g, texts):
+    examples = [tf.train.Example(features=tf.train.Features(feature={
+        features.TEXT_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[t.encode()]))}))
+        .SerializeToString() for t in texts]
+    out = g.score(tf.constant(examples))
+    return out[features.NLL_OUTPUT].numpy(), out[features.NUM_CHARS_OUTPUT].numpy()
+
+
+def test_score_leaves_padding_out_of_nll_and_counts():
+    """Lines mode: a long and a short line in one batch (the short one padded) score as
+    each does alone; a record of n characters counts n - 1 predicted characters."""
+    g = export.Generator(build_tiny_model(seed=3), TINY_VOCAB, "lines")
+    long, short = "abcdefgh hé:dcba\n", "ab\n"
+    nll, chars = scored(g, [long, short])
+    for i, line in enumerate((long, short)):
+        alone_nll, alone_chars = scored(g, [line])
+        assert chars[i] == alone_chars[0] == len(line) - 1
+        assert nll[i] == pytest.approx(alone_nll[0], rel=1e-6)
+    assert nll[1] < nll[0]

@@ -8,8 +8,6 @@ import sys
 import textwrap
 import time
 
-import pytest
-
 from components import pusher
 from pipeline import metadata
 from conftest import REPO
@@ -36,7 +34,6 @@ def epochs_done(root):
         return []
 
 
-@pytest.mark.slow
 def test_kill_9_during_training_then_rerun_resumes_and_pushes_once(tmp_path):
     root, serving = str(tmp_path / "root"), str(tmp_path / "serving")
     cmd = [TEXTGEN, "run", "--data", corpus(tmp_path / "c.txt"), "--pipeline-root", root,
@@ -48,7 +45,7 @@ def test_kill_9_during_training_then_rerun_resumes_and_pushes_once(tmp_path):
                               start_new_session=True)
     deadline = time.time() + 600
     while len(epochs_done(root)) < 2 and killed.poll() is None and time.time() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.1)
     assert killed.poll() is None, "the run ended before it could be killed"
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
@@ -140,7 +137,6 @@ PUSH_AND_HANG = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
 def test_kill_9_during_push_leaves_no_version_and_the_next_push_cleans_up(tmp_path):
     model = tmp_path / "model"
     (model / "variables").mkdir(parents=True)

@@ -1,8 +1,9 @@
 """ML Metadata on MySQL/MariaDB from the config's [metadata] section.
 
-Starts a throwaway MariaDB server (Debian's mariadb-server) on a loopback port in a
-temporary directory; skipped where the server binaries are not installed
-(`apt-get install mariadb-server`).
+The server: the one `.ci/run` starts (TEXTGEN_TEST_MYSQL=host:port, database
+textgen_mlmd, user textgen / s3cret; the database is emptied first), else a throwaway
+MariaDB (Debian's mariadb-server) started here on a loopback port in a temporary directory.
+Without either the tests skip, except under CI=true, where that is a failure.
 """
 import os
 import shutil
@@ -27,10 +28,34 @@ def _free_port():
         return s.getsockname()[1]
 
 
+DATABASE, USER, PASSWORD = "textgen_mlmd", "textgen", "s3cret"
+
+
 @pytest.fixture(scope="module")
 def mariadb(tmp_path_factory):
+    given = os.environ.get("TEXTGEN_TEST_MYSQL")
+    if given:
+        yield _emptied(given)
+        return
     if not all(_find(n) for n in (SERVER, INSTALL, CLIENT)):
-        pytest.skip("MariaDB server not installed (apt-get install mariadb-server)")
+        message = "MariaDB server not installed (apt-get install mariadb-server)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; .ci/run installs it and sets TEXTGEN_TEST_MYSQL")
+        pytest.skip(message)
+    yield from _throwaway_server(tmp_path_factory)
+
+
+def _emptied(host_port):
+    """The CI server's database, dropped and created again: every run starts empty."""
+    host, _, port = host_port.rpartition(":")
+    assert _find(CLIENT), f"TEXTGEN_TEST_MYSQL={host_port} but no {CLIENT} client installed"
+    subprocess.run([_find(CLIENT), "--no-defaults", f"-h{host}", f"-P{port}", f"-u{USER}",
+                    f"-p{PASSWORD}", "-e", f"DROP DATABASE IF EXISTS {DATABASE}; "
+                    f"CREATE DATABASE {DATABASE}"], check=True, capture_output=True, timeout=60)
+    return {"host": host, "port": int(port)}
+
+
+def _throwaway_server(tmp_path_factory):
     base = tmp_path_factory.mktemp("mariadb")
     data, sock, port = base / "data", str(base / "sock"), _free_port()
     user = ["--user=root"] if os.geteuid() == 0 else []
@@ -54,7 +79,7 @@ def mariadb(tmp_path_factory):
                                  "CREATE USER 'textgen'@'127.0.0.1' IDENTIFIED BY 's3cret'; "
                                  "GRANT ALL ON textgen_mlmd.* TO 'textgen'@'127.0.0.1';"],
                        check=True, capture_output=True)
-        yield {"port": port, "base": base}
+        yield {"host": "127.0.0.1", "port": port}
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -69,7 +94,7 @@ pipeline_root = "{tmp_path / 'root'}"
 serving_dir = "{tmp_path / 'serving'}"
 [metadata]
 backend = "mysql"
-mysql_host = "127.0.0.1"
+mysql_host = "{mariadb['host']}"
 mysql_port = {mariadb['port']}
 mysql_database = "textgen_mlmd"
 mysql_user = "textgen"
@@ -98,11 +123,10 @@ def test_a_wrong_password_is_a_clear_error(mariadb, tmp_path, capsys):
     path = _config_file(mariadb, tmp_path, 'mysql_password = "wrong"\nmysql_password_env = ""')
     assert cli.main(["runs", "--config", path]) == 2
     err = capsys.readouterr().err
-    assert f"mysql://textgen@127.0.0.1:{mariadb['port']}/textgen_mlmd" in err
+    assert f"mysql://textgen@{mariadb['host']}:{mariadb['port']}/textgen_mlmd" in err
     assert "[metadata]" in err
 
 
-@pytest.mark.slow
 def test_a_pipeline_run_records_into_mysql(mariadb, tmp_path, monkeypatch, capsys):
     from test_pipeline_e2e import TINY, make_corpus
     monkeypatch.setenv("TEST_MLMD_PW", "s3cret")

@@ -1,19 +1,28 @@
 """The whole pipeline through LocalDagRunner on a small corpus with a tiny model.
 
-One module-scoped sequence of runs (each costs a minute or two here):
-  1. first run: every component executes, the model is blessed and pushed;
-  2. same inputs again: Transform and Trainer come from the cache, nothing new is pushed;
-  3. an impossible perplexity bound: not blessed, nothing pushed.
+One module-scoped sequence of runs on one pipeline root (each costs up to a minute or two):
+  1. first run: every component executes, the model is blessed and pushed; its reported
+     perplexity is recomputed here from the pushed model and the raw text;
+  2. a bound 0.1% above that perplexity: blessed (Transform and Trainer cached, nothing new
+     pushed); 3. a bound 0.1% below it: refused;
+  4. one line of models/ changed (in a copy of the code): the Trainer trains again;
+     5. the same changed code again: cached;
+  6-8. a worse candidate against the blessed baseline, max_regression just below and just
+     above its measured regression: refused, then blessed.
 """
 import json
+import math
 import os
 import random
+import shutil
+import subprocess
+import sys
 
 import pytest
 
 from components import pusher
 from pipeline import cli, metadata, pipeline as pipeline_lib, summary as summary_lib
-from conftest import call_signatures_in_fresh_process
+from conftest import REPO, call_signatures_in_fresh_process
 
 WORDS = ("to be or not that is the question whether tis nobler in mind suffer slings and "
          "arrows of outrageous fortune take arms against a sea troubles").split()
@@ -34,13 +43,67 @@ TINY = ["--epochs", "2", "--steps-per-epoch", "15", "--eval-steps", "5", "--batc
         "--seq-length", "40", "--sample-chars", "60"]
 
 
-def run_cli(argv, root, serving, capsys):
-    """`textgen` in-process: exit code, printed summary, its JSON form, served versions."""
-    code = cli.main(argv)
-    out = capsys.readouterr().out
+SEQ_LENGTH = int(TINY[TINY.index("--seq-length") + 1])
+EVAL_FRACTION = 0.1  # the default
+# The relative margin around a measured perplexity at which the gate must flip.
+EPSILON = 1e-3
+
+
+def run_cli(argv, root, serving, capsys, code_dir=None):
+    """`textgen` in-process, or in a subprocess importing the code in code_dir: exit code,
+    printed summary, its JSON form, served versions."""
+    if code_dir is None:
+        code = cli.main(argv)
+        out = capsys.readouterr().out
+    else:
+        result = subprocess.run(
+            [sys.executable, "-c", "import sys; from pipeline.cli import main; "
+             "sys.exit(main(sys.argv[1:]))", *argv], cwd=code_dir, capture_output=True,
+            text=True, timeout=1800, env={**os.environ, "PYTHONPATH": code_dir})
+        code, out = result.returncode, result.stdout + result.stderr[-3000:]
     with open(os.path.join(root, summary_lib.SUMMARY_FILE), encoding="utf-8") as f:
         summary = json.load(f)
     return {"code": code, "out": out, "summary": summary, "versions": pusher.versions(serving)}
+
+
+def eval_records(corpus_path, mode, seq_length=SEQ_LENGTH, eval_fraction=EVAL_FRACTION):
+    """The eval split cut from the raw file as the README says, written out again here
+    (not with components/): the last eval_fraction of the characters; stream mode, windows
+    of seq_length+1 (a tail of >= 2 kept); lines mode, from the line boundary before the
+    cut, one record per non-empty line plus its "\n"."""
+    with open(corpus_path, encoding="utf-8") as f:
+        text = f.read()
+    cut = int(round(len(text) * (1 - eval_fraction)))
+    if mode == "stream":
+        tail = text[cut:]
+        size = seq_length + 1
+        return [w for w in (tail[i:i + size] for i in range(0, len(tail), size)) if len(w) >= 2]
+    tail = text[text.rfind("\n", 0, cut) + 1:]
+    return [line + "\n" for line in tail.split("\n") if line.strip()]
+
+
+def score_records(model_dir, records):
+    """(exp(Σ NLL / Σ chars), Σ chars) from the SavedModel's `score` signature, in float64."""
+    import numpy as np
+    import tensorflow as tf
+    examples = [tf.train.Example(features=tf.train.Features(feature={
+        "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[r.encode()]))}))
+        .SerializeToString() for r in records]
+    out = tf.saved_model.load(model_dir).signatures["score"](examples=tf.constant(examples))
+    nll = out["nll"].numpy().astype(np.float64).sum()
+    chars = out["num_chars"].numpy().astype(np.float64).sum()
+    return math.exp(nll / chars), chars
+
+
+def check_reported_perplexity(summary, corpus_path, mode, model_dir):
+    """The Evaluator's perplexity equals one computed here from the model and the raw text."""
+    records = eval_records(corpus_path, mode)
+    perplexity, chars = score_records(model_dir, records)
+    split = summary["splits"]["eval"]
+    assert (split["records"], split["chars"]) == (len(records), sum(map(len, records)))
+    assert chars == split["chars"] - split["records"]
+    assert summary["eval"]["perplexity"] == pytest.approx(perplexity, rel=1e-5)
+    return perplexity
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +118,8 @@ def runs(tmp_path_factory):
         results.append(run_cli(base + extra, root, serving, capsys))
         return results[-1]
 
-    return {"run": run, "root": root, "serving": serving, "results": results}
+    return {"run": run, "root": root, "serving": serving, "results": results, "base": base,
+            "corpus": corpus, "tmp": tmp}
 
 
 def states(summary):
@@ -85,6 +149,11 @@ def test_first_run_executes_everything_blesses_and_pushes(runs, capsys):
     assert "sample from" in r["out"] and "ROMEO:" in r["out"]
 
 
+def test_the_reported_perplexity_is_recomputed_from_the_pushed_model(runs):
+    first = runs["results"][0]["summary"]
+    check_reported_perplexity(first, runs["corpus"], "stream", first["pushed_path"])
+
+
 def test_pushed_layout_and_signatures_in_a_fresh_process(runs):
     serving = runs["serving"]
     version = pusher.versions(serving)[0]
@@ -104,23 +173,89 @@ def test_the_code_fingerprint_reaches_the_cache_keys(runs):
         assert fingerprint in props["custom_config"].string_value, node
 
 
-def test_unchanged_rerun_is_cached_and_pushes_nothing(runs, capsys):
+def test_a_bound_just_above_the_measured_perplexity_blesses_from_the_cache(runs, capsys):
+    measured = runs["results"][0]["summary"]["eval"]["perplexity"]
     before = pusher.versions(runs["serving"])
-    r = runs["run"](["--max-perplexity", "200"], capsys)
+    r = runs["run"](["--max-perplexity", repr(measured * (1 + EPSILON))], capsys)
     assert r["code"] == 0, r["out"]
     st = states(r["summary"])
     for node in ("TextExampleGen", "StatisticsGen", "SchemaGen", "Transform", "Trainer"):
         assert st[node] == "CACHED", (node, st)
-    assert r["versions"] == before
-    assert not r["summary"]["pushed"]
+    assert r["summary"]["eval"]["perplexity"] == measured
+    assert r["summary"]["blessed"], r["summary"]["not_blessed_because"]
+    assert r["versions"] == before and not r["summary"]["pushed"]
     assert "nothing new" in r["out"]
 
 
-def test_impossible_bound_is_not_blessed_and_pushes_nothing(runs, capsys):
+def test_a_bound_just_below_the_measured_perplexity_refuses(runs, capsys):
+    measured = runs["results"][0]["summary"]["eval"]["perplexity"]
     before = pusher.versions(runs["serving"])
-    r = runs["run"](["--max-perplexity", "1.0001"], capsys)
+    r = runs["run"](["--max-perplexity", repr(measured * (1 - EPSILON))], capsys)
     assert r["code"] == 0, r["out"]
     s = r["summary"]
+    assert s["eval"]["perplexity"] == measured
     assert not s["blessed"] and not s["pushed"]
     assert r["versions"] == before
     assert "blessed: NO" in r["out"] and "perplexity" in " ".join(s["not_blessed_because"])
+
+
+def copy_of_the_code(destination):
+    for package in ("components", "models", "pipeline", "serving"):
+        shutil.copytree(os.path.join(REPO, package), os.path.join(destination, package),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return str(destination)
+
+
+def test_a_copy_with_one_line_of_models_changed_has_another_fingerprint(tmp_path):
+    code = copy_of_the_code(tmp_path / "code")
+    assert pipeline_lib.code_fingerprint(code) == pipeline_lib.code_fingerprint()
+    path = os.path.join(code, "models", "sampling.py")
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines(keepends=True)
+    lines[-1] = lines[-1].rstrip("\n") + "  # changed\n"
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+    assert pipeline_lib.code_fingerprint(code) != pipeline_lib.code_fingerprint()
+
+
+def test_a_code_change_trains_again_and_the_run_after_it_is_cached(runs, capsys):
+    code = copy_of_the_code(runs["tmp"] / "changed_code")
+    with open(os.path.join(code, "models", "model.py"), "a", encoding="utf-8") as f:
+        f.write("# one changed line\n")
+    fingerprint = pipeline_lib.code_fingerprint(code)
+    argv = runs["base"] + ["--max-perplexity", "200"]
+    changed = run_cli(argv, runs["root"], runs["serving"], capsys, code_dir=code)
+    assert changed["code"] == 0, changed["out"]
+    for node in ("TextExampleGen", "Transform", "Trainer"):
+        assert states(changed["summary"])[node] == "COMPLETE", (node, changed["summary"])
+    store = metadata.open_store(runs["root"])
+    trainer = metadata.node_runs(store, metadata.pipeline_runs(store)[-1])["Trainer"]
+    assert fingerprint in trainer.execution.custom_properties["custom_config"].string_value
+    again = run_cli(argv, runs["root"], runs["serving"], capsys, code_dir=code)
+    assert again["code"] == 0, again["out"]
+    for node in ("TextExampleGen", "Transform", "Trainer"):
+        assert states(again["summary"])[node] == "CACHED", (node, again["summary"])
+    runs["results"].extend([changed, again])
+
+
+def test_max_regression_blesses_just_above_the_measured_regression_not_below(runs, capsys):
+    # A worse candidate: one epoch from scratch, against the blessed two-epoch models.
+    worse = ["--max-perplexity", "200", "--epochs", "1", "--no-warm-start"]
+    first = runs["run"](worse, capsys)
+    assert first["code"] == 0, first["out"]
+    assert states(first["summary"])["Trainer"] == "COMPLETE"
+    candidate = first["summary"]["eval"]["perplexity"]
+    baseline = first["summary"]["baseline_eval"]["perplexity"]
+    assert candidate > baseline, "the candidate meant to be worse is not"
+    regression = candidate / baseline - 1
+    before = pusher.versions(runs["serving"])
+    below = runs["run"](worse + ["--max-regression", repr(regression - EPSILON)], capsys)
+    assert below["code"] == 0, below["out"]
+    assert (below["summary"]["eval"]["perplexity"], below["summary"]["baseline_eval"][
+        "perplexity"]) == (candidate, baseline)
+    assert not below["summary"]["blessed"] and below["versions"] == before
+    assert "regressed" in " ".join(below["summary"]["not_blessed_because"])
+    above = runs["run"](worse + ["--max-regression", repr(regression + EPSILON)], capsys)
+    assert above["code"] == 0, above["out"]
+    assert above["summary"]["blessed"] and above["summary"]["pushed"], above["out"]
+    assert above["versions"] == before + [int(above["summary"]["pushed_version"])]

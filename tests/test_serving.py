@@ -404,24 +404,37 @@ def test_rest_bodies_above_the_limit_are_refused(server):
     assert status == 413 and "limit" in doc["error"]
 
 
+def prometheus_values(server):
+    with urllib.request.urlopen(server.rest_url + "/monitoring/prometheus/metrics") as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        lines = response.read().decode().splitlines()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in lines if not line.startswith("#")}
+
+
 def test_prometheus_metrics_count_requests_by_status(server, predict):
+    """Counted from before to after this test's own requests: earlier tests' counts
+    cannot make it pass."""
+    ok = ':tensorflow:serving:request_count{model_name="textgen",status="OK"}'
+    invalid = ':tensorflow:serving:request_count{model_name="textgen",status="INVALID_ARGUMENT"}'
+    grpc_predict = 'model_name="textgen",API="Predict",entrypoint="GRPC",status="OK"'
+    latency_count = f":tensorflow:serving:request_latency_count{{{grpc_predict}}}"
+    before = prometheus_values(server)
+    predict(request_for("serving_default", one_step_inputs()))
     predict(request_for("serving_default", one_step_inputs()))
     with pytest.raises(grpc.RpcError):
         predict(request_for("generate", generate_inputs(top_p=np.float32(2.0))))
     http(server, "GET", "/v1/models/textgen")
-    with urllib.request.urlopen(server.rest_url + "/monitoring/prometheus/metrics") as response:
-        assert response.headers["Content-Type"].startswith("text/plain")
-        lines = response.read().decode().splitlines()
-    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-              for line in lines if not line.startswith("#")}
-    assert values[':tensorflow:serving:request_count{model_name="textgen",status="OK"}'] >= 1
-    assert values[':tensorflow:serving:request_count{model_name="textgen",'
-                  'status="INVALID_ARGUMENT"}'] >= 1
-    grpc_predict = 'model_name="textgen",API="Predict",entrypoint="GRPC",status="OK"'
-    assert values[f":tensorflow:serving:request_latency_count{{{grpc_predict}}}"] >= 1
+    values = prometheus_values(server)
+    assert values[ok] - before.get(ok, 0) == 2
+    assert values[invalid] - before.get(invalid, 0) == 1
+    assert values[latency_count] - before.get(latency_count, 0) == 2
     assert values[f':tensorflow:serving:request_latency_bucket{{{grpc_predict},le="+Inf"}}'] \
-        == values[f":tensorflow:serving:request_latency_count{{{grpc_predict}}}"]
-    assert any(key.startswith(":tensorflow:serving:request_latency_count{") and
-               'API="GetModelStatus",entrypoint="REST"' in key for key in values)
+        == values[latency_count]
+    status_rest = [key for key in values if key.startswith(
+        ":tensorflow:serving:request_latency_count{") and
+        'API="GetModelStatus",entrypoint="REST"' in key]
+    assert len(status_rest) == 1
+    assert values[status_rest[0]] - before.get(status_rest[0], 0) == 1
     assert any(key.startswith(":tensorflow:cc:saved_model:load_attempt_count{") and
                'status="success"' in key for key in values)
