@@ -16,7 +16,7 @@ import pytest
 from serving import protos
 from serving.client import GrpcClient, RestClient
 from serving.errors import ServingError
-from serving.signatures import Limits
+from serving.settings import Limits
 from serving.server import Server
 from test_serving_versions import push
 

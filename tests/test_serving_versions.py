@@ -42,6 +42,9 @@ class FakeServable:
                 raise ValueError(f"{path}: broken model")
         self.path, self.version = path, version
 
+    def close(self):
+        pass
+
 
 class CountingLoader:
     def __init__(self):
