@@ -208,10 +208,11 @@ def _check_batch(first, **others):
 
 def _per_row(value, batch, name):
     """A per-row parameter with one value per row, or one value (any rank) for all rows."""
-    tf.debugging.assert_equal(
+    fits = tf.debugging.assert_equal(
         (tf.size(value) == 1) | (tf.size(value) == batch), True,
         message=f"{name} needs one value per row of the text input, or a single value")
-    return tf.broadcast_to(tf.reshape(value, [-1]), [batch])
+    with tf.control_dependencies([fits]):
+        return tf.broadcast_to(tf.reshape(value, [-1]), [batch])
 
 
 def _check_temperature(temperature):

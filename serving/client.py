@@ -46,6 +46,14 @@ def step_seed(seed: int, step: int) -> int:
     return 1 + (seed * 2654435761 + step) % (_INT32_MAX - 1)
 
 
+def _row_seeds(seed: Union[int, Sequence[int]], rows: int) -> np.ndarray:
+    """One seed per row. A single nonzero seed gives rows seed, seed+1, ...: a row's draws
+    depend only on its own seed, so rows sharing one would all draw the same text."""
+    if np.ndim(seed) == 0:
+        seed = [0 if seed == 0 else 1 + (seed - 1 + row) % _INT32_MAX for row in range(rows)]
+    return np.broadcast_to(np.asarray(seed, np.int32), [rows]).copy()
+
+
 def _strings(values: Sequence[str]) -> np.ndarray:
     array = np.empty(len(values), dtype=object)
     array[:] = [v.encode("utf-8") for v in values]
@@ -97,7 +105,7 @@ class Client(abc.ABC):
             "temperature": rows(temperature, np.float32),
             "top_k": rows(top_k, np.int32),
             "top_p": rows(top_p, np.float32),
-            "seed": rows(seed, np.int32),
+            "seed": _row_seeds(seed, len(prompts)),
         }, GENERATE_SIGNATURE)
         return [text.decode("utf-8", errors="replace") for text in result.outputs["text"]]
 
