@@ -17,7 +17,7 @@ from google.protobuf import json_format
 from serving import protos, rest, signatures
 from serving.core import SIGNATURE_DEF_FIELD, ServingCore, signature_def_map
 from serving.errors import HTTP_STATUS, ServingError, invalid_argument
-from serving.metrics import METRICS_PATH
+from serving.metrics import CONTENT_TYPE, METRICS_PATH
 
 logger = logging.getLogger("textgen.serving")
 
@@ -72,7 +72,7 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
         path = urllib.parse.urlsplit(self.path).path
         try:
             if method == "GET" and path == METRICS_PATH:
-                self._send(200, core.metrics.render().encode(), "text/plain; version=0.0.4")
+                self._send(200, core.metrics.render(), CONTENT_TYPE)
                 return
             if not path.lower().startswith("/v1/"):
                 raise _HttpError(404, f"Unknown path: {path}. The API is under /v1/models/ "

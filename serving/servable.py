@@ -34,10 +34,11 @@ class Servable:
         # The loaded model needs no files from here on (the vocabulary is baked into the
         # graph), so removing the version's directory cannot break requests.
         self._functions = dict(self._model.signatures)
-        self._warm_up()
         # Started after the warm-up, which runs each signature alone.
-        self._batcher = None if batching is None else Batcher(
-            batching, self._call, name=str(version))
+        self.batcher: Optional[Batcher] = None
+        self._warm_up()
+        if batching is not None:
+            self.batcher = Batcher(batching, self._call, name=str(version))
 
     def _warm_up(self) -> None:
         """Calls each signature once, as TF Serving's warm-up requests do: a signature's
@@ -74,16 +75,16 @@ class Servable:
         feeds = signatures.prepare_inputs(name, signature_def, inputs, limits)
         cancel = cancel or CancelToken()
         rows = signatures.batch_rows(signature_def, feeds)
-        if self._batcher is not None and rows is not None:
-            outputs = self._batcher.submit(name, feeds, rows, cancel)
+        if self.batcher is not None and rows is not None:
+            outputs = self.batcher.submit(name, feeds, rows, cancel)
         else:
             outputs = self._call(name, feeds, cancel)
         return name, {alias: outputs[alias] for alias in wanted}
 
     def close(self) -> None:
         """Stops batching (what still waits is answered UNAVAILABLE); called at unload."""
-        if self._batcher is not None:
-            self._batcher.close()
+        if self.batcher is not None:
+            self.batcher.close()
 
     def _call(self, name: str, feeds: Mapping[str, np.ndarray],
               cancel: CancelToken) -> Dict[str, np.ndarray]:

@@ -9,6 +9,7 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from serving import protos
 from serving.server import Server
@@ -411,17 +412,21 @@ def test_prometheus_metrics_count_requests_by_status(server, predict):
     http(server, "GET", "/v1/models/textgen")
     with urllib.request.urlopen(server.rest_url + "/monitoring/prometheus/metrics") as response:
         assert response.headers["Content-Type"].startswith("text/plain")
-        lines = response.read().decode().splitlines()
-    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-              for line in lines if not line.startswith("#")}
-    assert values[':tensorflow:serving:request_count{model_name="textgen",status="OK"}'] >= 1
-    assert values[':tensorflow:serving:request_count{model_name="textgen",'
-                  'status="INVALID_ARGUMENT"}'] >= 1
-    grpc_predict = 'model_name="textgen",API="Predict",entrypoint="GRPC",status="OK"'
-    assert values[f":tensorflow:serving:request_latency_count{{{grpc_predict}}}"] >= 1
-    assert values[f':tensorflow:serving:request_latency_bucket{{{grpc_predict},le="+Inf"}}'] \
-        == values[f":tensorflow:serving:request_latency_count{{{grpc_predict}}}"]
-    assert any(key.startswith(":tensorflow:serving:request_latency_count{") and
-               'API="GetModelStatus",entrypoint="REST"' in key for key in values)
-    assert any(key.startswith(":tensorflow:cc:saved_model:load_attempt_count{") and
-               'status="success"' in key for key in values)
+        text = response.read().decode()
+    values = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+              for family in text_string_to_metric_families(text) for sample in family.samples}
+
+    def value(name, **labels):
+        return values[(name, tuple(sorted(labels.items())))]
+    assert value(":tensorflow:serving:request_count", model_name="textgen", status="OK") >= 1
+    assert value(":tensorflow:serving:request_count", model_name="textgen",
+                 status="INVALID_ARGUMENT") >= 1
+    grpc_predict = dict(model_name="textgen", API="Predict", entrypoint="GRPC", status="OK")
+    count = value(":tensorflow:serving:request_latency_count", **grpc_predict)
+    assert count >= 1
+    assert value(":tensorflow:serving:request_latency_bucket", le="+Inf", **grpc_predict) == count
+    assert any(name == ":tensorflow:serving:request_latency_count" and
+               ("API", "GetModelStatus") in labels and ("entrypoint", "REST") in labels
+               for name, labels in values)
+    assert any(name == ":tensorflow:cc:saved_model:load_attempt_count" and
+               ("status", "success") in labels for name, labels in values)
