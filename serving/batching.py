@@ -106,6 +106,12 @@ class Batcher:
             raise task.error
         return task.outputs
 
+    def pending(self) -> Dict[str, tuple]:
+        """{signature: (requests waiting, batches running)}."""
+        with self._cond:
+            return {name: (len(queue.tasks), queue.running)
+                    for name, queue in self._queues.items()}
+
     def close(self) -> None:
         """Answers what still waits with UNAVAILABLE and stops the threads."""
         with self._cond:
