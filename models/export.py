@@ -141,9 +141,10 @@ class Generator(tf.Module):
         seed = _per_row(seed, batch, "seed")
         _check_temperature(temperature)
         logits, states = self.read_prompt(self.encode(chars), states)
-        next_ids = sampling.sample(logits, temperature, tf.zeros([batch], tf.int32),
-                                   tf.ones([batch], tf.float32), sampling.resolve_seeds(seed),
-                                   tf.constant(0))
+        sampler = sampling.RowSampler(temperature, tf.zeros([batch], tf.int32),
+                                      tf.ones([batch], tf.float32),
+                                      sampling.resolve_seeds(seed), tf.constant(1))
+        next_ids = sampler(logits, tf.constant(0))
         return {"next_chars": tf.gather(self.id_to_char, next_ids), "states": states}
 
     def _generate(self, prompts, num_chars, temperature, top_k=tf.constant([0]),
@@ -167,12 +168,13 @@ class Generator(tf.Module):
         logits, states = self.read_prompt(self.encode(prompts), self.zero_states(batch))
         pad = tf.fill([batch], tf.constant(features.PAD_ID, tf.int64))
         longest = tf.maximum(tf.reduce_max(num_chars), 0)  # 0 for an empty batch
+        sampler = sampling.RowSampler(temperature, top_k, top_p, seed, longest)
         # Slot 0 holds padding so the array is never empty (num_chars = 0 is valid).
         out = tf.TensorArray(tf.int64, size=longest + 1, element_shape=[None]).write(0, pad)
 
         def body(i, logits, states, done, out):
             done = done | (i >= num_chars)
-            next_ids = sampling.sample(logits, temperature, top_k, top_p, seed, i)
+            next_ids = sampler(logits, i)
             next_ids = tf.where(done, pad, next_ids)
             if self.stop_at_terminator:
                 done = done | tf.equal(next_ids, self.terminator_id)
