@@ -46,7 +46,7 @@ def start_server(model_dir: str, port: int, batching_file=None) -> subprocess.Po
         [os.path.join(os.path.dirname(sys.executable), "textgen"), "serve", "--model-dir",
          model_dir, "--port", str(port), "--no-rest", "--poll-seconds", "0", *batching],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"textgen serve exited {server.returncode}: "
@@ -58,7 +58,7 @@ def start_server(model_dir: str, port: int, batching_file=None) -> subprocess.Po
         except Exception:  # not listening or not loaded yet
             time.sleep(1)
     server.kill()
-    raise RuntimeError("textgen serve did not become ready within 180 s")
+    raise RuntimeError("textgen serve did not become ready within 600 s")
 
 
 def load(target: str, mode: str, clients: int, seconds: float):
