@@ -74,13 +74,14 @@ def main(argv=None):
                     chars, states = tf.constant(prompts), tf.zeros([batch, state_size])
                     for step in range(NUM_CHARS):
                         out = one_step(chars=chars, states=states, temperature=temperature,
-                                       seed=tf.constant(step + 1))
+                                       seed=tf.fill([batch], step + 1))
                         chars, states = out["next_chars"], out["states"]
 
                 def in_graph():
-                    generate(prompts=tf.constant(prompts), num_chars=tf.constant(NUM_CHARS),
-                             temperature=temperature, top_k=tf.constant(0),
-                             top_p=tf.constant(1.0), seed=tf.constant(1))["text"].numpy()
+                    generate(prompts=tf.constant(prompts), num_chars=tf.fill([batch], NUM_CHARS),
+                             temperature=temperature, top_k=tf.fill([batch], 0),
+                             top_p=tf.fill([batch], 1.0),
+                             seed=tf.range(1, batch + 1))["text"].numpy()
 
                 def grpc():
                     client.generate(prompts, NUM_CHARS, temperature=1.0, seed=1)

@@ -131,30 +131,46 @@ def generation_section(r: Optional[Dict]) -> str:
 def serving_section(r: Optional[Dict]) -> str:
     if not r:
         return missing("make bench")
-    rows = []
-    for mode, levels in r["modes"].items():
-        for v in levels:
-            rows.append([mode, v["clients"], f"{v['requests_per_s']:,.1f}",
-                         f"{v['chars_per_s']:,.0f}", f"{v['p50_ms']:.1f}", f"{v['p99_ms']:.1f}",
-                         f"{v['p50_stream_ms'] / 1000:.2f}" if "p50_stream_ms" in v else "",
-                         v["errors"]])
+    rows, ratios = [], []
+    for mode, runs in r["modes"].items():
+        for batching, levels in runs.items():
+            alone = levels[0]["chars_per_s"] if levels and levels[0]["clients"] == 1 else None
+            for v in levels:
+                rows.append([mode, batching, v["clients"], f"{v['requests_per_s']:,.1f}",
+                             f"{v['chars_per_s']:,.0f}",
+                             f"{v['chars_per_s'] / alone:.2f}×" if alone else "",
+                             f"{v['p50_ms']:.1f}", f"{v['p99_ms']:.1f}",
+                             f"{v['p50_stream_ms'] / 1000:.2f}" if "p50_stream_ms" in v else "",
+                             v["errors"]])
+            if alone and levels[-1]["clients"] > 1:
+                last = levels[-1]
+                ratios.append(f"`{mode}`, batching {batching}: {last['clients']} clients make "
+                              f"{last['chars_per_s'] / alone:.2f}× the chars/s of one "
+                              f"(p50 {last['p50_ms']:.0f} ms vs {levels[0]['p50_ms']:.0f} ms)")
 
     def draw(ax):
-        for mode, levels in r["modes"].items():
-            ax.plot([v["clients"] for v in levels], [v["chars_per_s"] for v in levels], "o-",
-                    label=f"{mode}: chars/s")
+        for mode, runs in r["modes"].items():
+            for batching, levels in runs.items():
+                ax.plot([v["clients"] for v in levels], [v["chars_per_s"] for v in levels],
+                        "o-" if batching == "on" else "o--",
+                        label=f"{mode}, batching {batching}")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent clients")
         ax.set_ylabel("characters / second")
         ax.set_title("Serving under load (loopback gRPC)")
         ax.legend()
+    config = r.get("batching_config", "").strip()
     return "\n".join([
         f"`textgen serve` in its own process; N client threads on loopback gRPC, "
         f"{r['seconds_per_level']:.0f} s per level, each request {r['chars_per_request']} "
         f"characters at batch 1 (`generate`), or one character per request (`stream`: "
-        f"the one-step signature, state carried by the client). GRU {r['rnn_units']}.\n",
-        table(["mode", "clients", "requests/s", "chars/s", "p50 ms", "p99 ms",
-               "p50 200-char stream s", "errors"], rows), "", plot("serving", draw)]) + "\n"
+        f"the one-step signature, state carried by the client). GRU {r['rnn_units']}. "
+        f"Batching on: `--enable_batching` with these parameters: "
+        f"`{' '.join(config.splitlines())}`. × 1 client: chars/s over one client's in the "
+        f"same run.\n",
+        table(["mode", "batching", "clients", "requests/s", "chars/s", "× 1 client", "p50 ms",
+               "p99 ms", "p50 200-char stream s", "errors"], rows), "",
+        *[f"- {line}" for line in ratios], "", plot("serving", draw)]) + "\n"
 
 
 def pipeline_section(r: Optional[Dict]) -> str:

@@ -7,7 +7,9 @@ process, as in production), each sending requests back to back for a fixed time.
 
 Reported per mode and client count: requests/s, characters/s, p50/p99 request latency,
 errors (anything but a completed response). Tutorial-sized model, untrained weights
-(speed does not depend on their values).
+(speed does not depend on their values). Each mode runs with server-side batching off
+and on (`textgen serve --enable_batching --batching_parameters_file`, by default the
+deploy/config/batching.config that TF Serving uses).
 """
 import argparse
 import os
@@ -32,13 +34,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model_dir: str, port: int) -> subprocess.Popen:
+BATCHING_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "deploy", "config", "batching.config")
+
+
+def start_server(model_dir: str, port: int, batching_file=None) -> subprocess.Popen:
     from serving.client import connect
+    batching = [] if batching_file is None else [
+        "--enable_batching", "--batching_parameters_file", batching_file]
     server = subprocess.Popen(
         [os.path.join(os.path.dirname(sys.executable), "textgen"), "serve", "--model-dir",
-         model_dir, "--port", str(port), "--no-rest", "--poll-seconds", "0"],
+         model_dir, "--port", str(port), "--no-rest", "--poll-seconds", "0", *batching],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError(f"textgen serve exited {server.returncode}: "
@@ -50,7 +58,7 @@ def start_server(model_dir: str, port: int) -> subprocess.Popen:
         except Exception:  # not listening or not loaded yet
             time.sleep(1)
     server.kill()
-    raise RuntimeError("textgen serve did not become ready within 180 s")
+    raise RuntimeError("textgen serve did not become ready within 600 s")
 
 
 def load(target: str, mode: str, clients: int, seconds: float):
@@ -110,34 +118,56 @@ def load(target: str, mode: str, clients: int, seconds: float):
     return result
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--clients", default="1,4,16")
-    parser.add_argument("--rnn-units", type=int, default=1024)
-    args = parser.parse_args(argv)
-    with open(common.SHAKESPEARE, encoding="utf-8") as f:
-        vocab = sorted(set(f.read()))
-    _, export_dir = build(vocab, args.rnn_units)
+def measure(export_dir: str, batching_file, clients, seconds, modes):
     port = free_port()
-    server = start_server(export_dir, port)
-    results = {"chars_per_request": CHARS, "rnn_units": args.rnn_units,
-               "seconds_per_level": args.seconds, "modes": {"generate": [], "stream": []}}
+    server = start_server(export_dir, port, batching_file)
+    results = {mode: [] for mode in modes}
     try:
-        for mode in ("generate", "stream"):
+        for mode in modes:
             load(f"127.0.0.1:{port}", mode, 1, 3)  # warm-up: first calls trace and allocate
-            for clients in [int(c) for c in args.clients.split(",")]:
-                row = load(f"127.0.0.1:{port}", mode, clients, args.seconds)
-                results["modes"][mode].append(row)
-                print(mode, {k: (round(v, 1) if isinstance(v, float) else v)
-                             for k, v in row.items() if k != "error_examples"}, flush=True)
+            for count in clients:
+                row = load(f"127.0.0.1:{port}", mode, count, seconds)
+                results[mode].append(row)
+                print(mode, "batching" if batching_file else "alone",
+                      {k: (round(v, 1) if isinstance(v, float) else v)
+                       for k, v in row.items() if k != "error_examples"}, flush=True)
     finally:
         server.terminate()
         try:
             server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--clients", default="1,4,16")
+    parser.add_argument("--rnn-units", type=int, default=1024)
+    parser.add_argument("--modes", default="generate,stream")
+    parser.add_argument("--batching-config", default=BATCHING_CONFIG,
+                        help="BatchingParameters file for the runs with batching on")
+    args = parser.parse_args(argv)
+    with open(common.SHAKESPEARE, encoding="utf-8") as f:
+        vocab = sorted(set(f.read()))
+    _, export_dir = build(vocab, args.rnn_units)
+    clients = [int(c) for c in args.clients.split(",")]
+    modes = args.modes.split(",")
+    with open(args.batching_config, encoding="utf-8") as f:
+        config_text = f.read()
+    results = {"chars_per_request": CHARS, "rnn_units": args.rnn_units,
+               "seconds_per_level": args.seconds,
+               "batching_config": "".join(line + "\n" for line in config_text.splitlines()
+                                          if line.strip() and not line.startswith("#")),
+               "modes": {mode: {} for mode in modes}}
+    try:
+        for batching, batching_file in (("off", None), ("on", args.batching_config)):
+            measured = measure(export_dir, batching_file, clients, args.seconds, modes)
+            for mode in modes:
+                results["modes"][mode][batching] = measured[mode]
+    finally:
         shutil.rmtree(export_dir, ignore_errors=True)
     results["machine"] = common.machine()
     common.save_result("serving_load", results)

@@ -69,10 +69,12 @@ def measure(export_dir: str, train_text: str, eval_text: str) -> Dict:
     out = {"samples": SAMPLES, "sample_chars": SAMPLE_CHARS, "prompt": PROMPT,
            "temperatures": {}}
     for temperature in TEMPERATURES:
+        # One seed per row: a row's draws depend on its own seed only.
         result = generate(prompts=tf.constant([PROMPT] * SAMPLES),
-                          num_chars=tf.constant(SAMPLE_CHARS),
-                          temperature=tf.fill([SAMPLES], temperature), top_k=tf.constant(0),
-                          top_p=tf.constant(1.0), seed=tf.constant(1))
+                          num_chars=tf.fill([SAMPLES], SAMPLE_CHARS),
+                          temperature=tf.fill([SAMPLES], temperature),
+                          top_k=tf.fill([SAMPLES], 0), top_p=tf.fill([SAMPLES], 1.0),
+                          seed=tf.range(1, SAMPLES + 1))
         samples = [c.decode("utf-8") for c in result["completion"].numpy()]
         out["temperatures"][str(temperature)] = {**score(samples, train_text, vocabulary),
                                                  "example": samples[0][:400]}

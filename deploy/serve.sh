@@ -4,7 +4,7 @@
 #   deploy/serve.sh [gpu|cpu] [SERVING_DIR]
 #
 # SERVING_DIR defaults to serving_model/ beside deploy/ (`textgen run`'s --serving-dir).
-# TEXTGEN_ENABLE_BATCHING=true turns on server-side batching (read deploy/README.md first).
+# Server-side batching is on (config/batching.config); TEXTGEN_ENABLE_BATCHING=false turns it off.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -33,5 +33,5 @@ exec docker run --rm --name "textgen-serving-$variant" ${gpu_flags[@]+"${gpu_fla
   --model_config_file=/config/models.config --model_config_file_poll_wait_seconds=60 \
   --file_system_poll_wait_seconds=1 \
   --monitoring_config_file=/config/monitoring.config \
-  --enable_batching="${TEXTGEN_ENABLE_BATCHING:-false}" \
+  --enable_batching="${TEXTGEN_ENABLE_BATCHING:-true}" \
   --batching_parameters_file=/config/batching.config

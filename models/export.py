@@ -45,18 +45,20 @@ class Generator(tf.Module):
                               if features.LINE_TERMINATOR in vocab else -1)
         # tf.functions with an input_signature (not concrete functions) are what make
         # tf.saved_model.save write the SignatureDef `defaults` for top_k, top_p, seed.
+        # Every input is batch-major ([batch, ...]) so that TF Serving's batching, which
+        # concatenates concurrent requests along dimension 0, can merge any call.
         self.one_step = tf.function(self._one_step, input_signature=[
             tf.TensorSpec([None], tf.string, name="chars"),
             tf.TensorSpec([None, self.state_size], tf.float32, name="states"),
             tf.TensorSpec([None], tf.float32, name="temperature"),
-            tf.TensorSpec([], tf.int32, name="seed")])
+            tf.TensorSpec([None], tf.int32, name="seed")])
         self.generate = tf.function(self._generate, input_signature=[
             tf.TensorSpec([None], tf.string, name="prompts"),
-            tf.TensorSpec([], tf.int32, name="num_chars"),
+            tf.TensorSpec([None], tf.int32, name="num_chars"),
             tf.TensorSpec([None], tf.float32, name="temperature"),
-            tf.TensorSpec([], tf.int32, name="top_k"),
-            tf.TensorSpec([], tf.float32, name="top_p"),
-            tf.TensorSpec([], tf.int32, name="seed")])
+            tf.TensorSpec([None], tf.int32, name="top_k"),
+            tf.TensorSpec([None], tf.float32, name="top_p"),
+            tf.TensorSpec([None], tf.int32, name="seed")])
         self.score = tf.function(self._score, input_signature=[
             tf.TensorSpec([None], tf.string, name="examples")])
 
@@ -124,36 +126,55 @@ class Generator(tf.Module):
 
     # --- signatures -----------------------------------------------------------------
 
-    def _one_step(self, chars, states, temperature, seed=tf.constant(0)):
+    # Defaults have one row: a single-row request may leave them out, also under TF
+    # Serving's batching (which needs every input of a request to have the same rows);
+    # a parameter with one row applies to every row of the request.
+
+    def _one_step(self, chars, states, temperature, seed=tf.constant([0])):
         """The tutorial's OneStep: feed chars (a prompt or the last character), sample one."""
-        _check_batch(chars, states=states, temperature=temperature)
+        batch = tf.shape(chars)[0]
+        _check_batch(chars, states=states)
         tf.debugging.assert_equal(
             tf.shape(states)[1], self.state_size,
             message=f"states must be float32 [batch, {self.state_size}]")
+        temperature = _per_row(temperature, batch, "temperature")
+        seed = _per_row(seed, batch, "seed")
         _check_temperature(temperature)
         logits, states = self.read_prompt(self.encode(chars), states)
-        next_ids = sampling.sample(logits, temperature, tf.constant(0), tf.constant(1.0),
-                                   tf.stack([sampling.resolve_seed(seed), 0]))
+        sampler = sampling.RowSampler(temperature, tf.zeros([batch], tf.int32),
+                                      tf.ones([batch], tf.float32),
+                                      sampling.resolve_seeds(seed), tf.constant(1))
+        next_ids = sampler(logits, tf.constant(0))
         return {"next_chars": tf.gather(self.id_to_char, next_ids), "states": states}
 
-    def _generate(self, prompts, num_chars, temperature, top_k=tf.constant(0),
-                 top_p=tf.constant(1.0), seed=tf.constant(0)):
-        """Whole completions in one call: the sampling loop runs inside the graph."""
-        _check_batch(prompts, temperature=temperature)
+    def _generate(self, prompts, num_chars, temperature, top_k=tf.constant([0]),
+                 top_p=tf.constant([1.0]), seed=tf.constant([0])):
+        """Whole completions in one call: the sampling loop runs inside the graph.
+
+        Rows may ask for different lengths: the loop runs to the longest, and a row
+        past its own num_chars (or past its line's end in lines mode) adds nothing.
+        """
+        batch = tf.shape(prompts)[0]
+        num_chars = _per_row(num_chars, batch, "num_chars")
+        temperature = _per_row(temperature, batch, "temperature")
+        top_k = _per_row(top_k, batch, "top_k")
+        top_p = _per_row(top_p, batch, "top_p")
+        seed = sampling.resolve_seeds(_per_row(seed, batch, "seed"))
         _check_temperature(temperature)
         tf.debugging.assert_non_negative(num_chars, message="num_chars must be >= 0")
         tf.debugging.assert_non_negative(top_k, message="top_k must be >= 0 (0 = off)")
         tf.debugging.assert_greater(top_p, 0.0, message="top_p must be in (0, 1]")
         tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be in (0, 1]")
-        batch = tf.shape(prompts)[0]
         logits, states = self.read_prompt(self.encode(prompts), self.zero_states(batch))
-        seed = sampling.resolve_seed(seed)
         pad = tf.fill([batch], tf.constant(features.PAD_ID, tf.int64))
+        longest = tf.maximum(tf.reduce_max(num_chars), 0)  # 0 for an empty batch
+        sampler = sampling.RowSampler(temperature, top_k, top_p, seed, longest)
         # Slot 0 holds padding so the array is never empty (num_chars = 0 is valid).
-        out = tf.TensorArray(tf.int64, size=num_chars + 1, element_shape=[None]).write(0, pad)
+        out = tf.TensorArray(tf.int64, size=longest + 1, element_shape=[None]).write(0, pad)
 
         def body(i, logits, states, done, out):
-            next_ids = sampling.sample(logits, temperature, top_k, top_p, tf.stack([seed, i]))
+            done = done | (i >= num_chars)
+            next_ids = sampler(logits, i)
             next_ids = tf.where(done, pad, next_ids)
             if self.stop_at_terminator:
                 done = done | tf.equal(next_ids, self.terminator_id)
@@ -162,7 +183,7 @@ class Generator(tf.Module):
             return i + 1, logits, states, done, out
 
         def keep_going(i, logits, states, done, out):
-            return (i < num_chars) & ~tf.reduce_all(done)
+            return (i < longest) & ~tf.reduce_all(done)
 
         _, _, _, _, out = tf.while_loop(
             keep_going, body, (tf.constant(0), logits, states, tf.zeros([batch], tf.bool), out))
@@ -185,6 +206,15 @@ def _check_batch(first, **others):
     for name, tensor in others.items():
         tf.debugging.assert_equal(tf.shape(tensor)[0], batch,
                                   message=f"{name} has a different batch size than the text input")
+
+
+def _per_row(value, batch, name):
+    """A per-row parameter with one value per row, or one value (any rank) for all rows."""
+    fits = tf.debugging.assert_equal(
+        (tf.size(value) == 1) | (tf.size(value) == batch), True,
+        message=f"{name} needs one value per row of the text input, or a single value")
+    with tf.control_dependencies([fits]):
+        return tf.broadcast_to(tf.reshape(value, [-1]), [batch])
 
 
 def _check_temperature(temperature):

@@ -12,8 +12,10 @@ import sys
 import threading
 from urllib.parse import urlsplit
 
+from serving.settings import (DEFAULT_GRPC_PORT, DEFAULT_LIMITS, DEFAULT_MAX_MESSAGE_MB,
+                              DEFAULT_MODEL_NAME, DEFAULT_REST_PORT)
+
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-DEFAULT_GRPC_PORT, DEFAULT_REST_PORT = 8500, 8501
 
 # Addressable in a REST path and never a filesystem path (no "/", no "..").
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -39,8 +41,9 @@ def _add_serve_parser(sub) -> None:
     p.add_argument("--model-dir", required=True,
                    help="the serving directory with <version>/ SavedModels (--serving-dir of "
                         "`textgen run`)")
-    p.add_argument("--model-name", default="textgen",
-                   help="the name requests use, as TF Serving's --model_name (default textgen)")
+    p.add_argument("--model-name", default=DEFAULT_MODEL_NAME,
+                   help="the name requests use, as TF Serving's --model_name "
+                        f"(default {DEFAULT_MODEL_NAME})")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for all interfaces)")
     p.add_argument("--port", type=int, default=DEFAULT_GRPC_PORT,
@@ -52,17 +55,28 @@ def _add_serve_parser(sub) -> None:
                    help="how often to look for new versions (default 1; 0 only at start)")
     p.add_argument("--version", type=int, default=None,
                    help="serve only this version (default: always the latest)")
-    p.add_argument("--max-num-chars", type=int, default=10_000,
-                   help="largest num_chars one request may ask for (default 10000)")
-    p.add_argument("--max-batch-chars", type=int, default=200_000,
+    p.add_argument("--max-num-chars", type=int, default=DEFAULT_LIMITS.max_num_chars,
+                   help="largest num_chars one request may ask for (default "
+                        f"{DEFAULT_LIMITS.max_num_chars})")
+    p.add_argument("--max-batch-chars", type=int, default=DEFAULT_LIMITS.max_batch_chars,
                    help="largest rows × (longest prompt + num_chars) one request may ask for: "
-                        "the characters the model steps through (default 200000)")
-    p.add_argument("--request-timeout", type=float, default=300.0,
+                        f"the characters the model steps through (default "
+                        f"{DEFAULT_LIMITS.max_batch_chars})")
+    p.add_argument("--request-timeout", type=float, default=DEFAULT_LIMITS.request_timeout,
                    help="seconds a request may run in the model before it is cancelled with "
-                        "DEADLINE_EXCEEDED (default 300; a gRPC client's deadline cuts it "
-                        "earlier)")
-    p.add_argument("--max-message-mb", type=float, default=64,
-                   help="largest gRPC message / REST body in MiB (default 64)")
+                        f"DEADLINE_EXCEEDED (default {DEFAULT_LIMITS.request_timeout:g}; a gRPC "
+                        "client's deadline cuts it earlier)")
+    p.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_MB,
+                   help=f"largest gRPC message / REST body in MiB (default "
+                        f"{DEFAULT_MAX_MESSAGE_MB})")
+    p.add_argument("--enable_batching", "--enable-batching", action="store_true",
+                   help="merge concurrent requests to a signature into one model call, as "
+                        "tensorflow_model_server --enable_batching (off by default)")
+    p.add_argument("--batching_parameters_file", "--batching-parameters-file", metavar="FILE",
+                   help="TF Serving's BatchingParameters in protobuf text format (e.g. "
+                        "deploy/config/batching.config: max_batch_size, batch_timeout_micros, "
+                        "num_batch_threads, max_enqueued_batches); without it, TF Serving's "
+                        "defaults. Needs --enable_batching")
     p.add_argument("--threads", type=int, default=None,
                    help="request threads per protocol (default 4 per CPU)")
     p.add_argument("-v", "--verbose", action="store_true",
@@ -95,13 +109,16 @@ def _add_generate_parser(sub) -> None:
                         "sample, temperature only)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--server", metavar="HOST:PORT",
-                       help="gRPC address of textgen serve / TF Serving (default localhost:8500)")
+                       help="gRPC address of textgen serve / TF Serving (default "
+                            f"localhost:{DEFAULT_GRPC_PORT})")
     where.add_argument("--rest", metavar="URL",
-                       help="REST base URL instead of gRPC, e.g. http://localhost:8501")
+                       help="REST base URL instead of gRPC, e.g. "
+                            f"http://localhost:{DEFAULT_REST_PORT}")
     where.add_argument("--model-dir", metavar="DIR",
                        help="run in this process from a SavedModel or serving directory "
                             "(loads TensorFlow; no server needed)")
-    p.add_argument("--model-name", default="textgen", help="served model name (default textgen)")
+    p.add_argument("--model-name", default=DEFAULT_MODEL_NAME,
+                   help=f"served model name (default {DEFAULT_MODEL_NAME})")
     p.add_argument("--version", type=int, default=None,
                    help="ask for this model version (default: the latest served)")
     p.add_argument("--timeout", type=float, default=600.0,
@@ -157,6 +174,27 @@ def _check_serve_args(args) -> None:
         raise _cli_error(f"--max-message-mb {args.max_message_mb}: give a positive number")
     if args.threads is not None and args.threads < 1:
         raise _cli_error(f"--threads {args.threads}: give a positive number")
+    if args.batching_parameters_file and not args.enable_batching:
+        raise _cli_error("--batching_parameters_file needs --enable_batching (as in "
+                         "tensorflow_model_server)")
+
+
+def _batching_parameters(args):
+    """The BatchingParameters to serve with, or None with batching off."""
+    from serving import settings
+    if not args.enable_batching:
+        return None
+    if not args.batching_parameters_file:
+        return settings.BatchingParameters()
+    try:
+        parameters, ignored = settings.read_batching_parameters(args.batching_parameters_file)
+    except ValueError as err:
+        raise _cli_error(f"--batching_parameters_file {err}") from None
+    if ignored:
+        logging.getLogger("textgen.serving").info(
+            "batching: %s in %s only matter to tensorflow_model_server; not used here",
+            ", ".join(ignored), args.batching_parameters_file)
+    return parameters
 
 
 def _setup_serve_logging(verbose: bool) -> None:
@@ -171,16 +209,18 @@ def _setup_serve_logging(verbose: bool) -> None:
 def cmd_serve(args) -> int:
     _check_serve_args(args)
     _setup_serve_logging(args.verbose)
+    batching = _batching_parameters(args)
     try:
-        from serving import server as server_lib, signatures  # TensorFlow loads here
+        from serving import server as server_lib, settings  # TensorFlow loads here
         server = server_lib.Server(
             os.path.abspath(args.model_dir), model_name=args.model_name, host=args.host,
             port=args.port, rest_port=None if args.no_rest else args.rest_port,
             poll_seconds=args.poll_seconds, version=args.version,
-            limits=signatures.Limits(max_num_chars=args.max_num_chars,
-                                     max_batch_chars=args.max_batch_chars,
-                                     request_timeout=args.request_timeout),
-            max_message_bytes=int(args.max_message_mb * (1 << 20)), num_threads=args.threads)
+            limits=settings.Limits(max_num_chars=args.max_num_chars,
+                                   max_batch_chars=args.max_batch_chars,
+                                   request_timeout=args.request_timeout),
+            max_message_bytes=int(args.max_message_mb * (1 << 20)), num_threads=args.threads,
+            batching=batching)
         server.start()
     except OSError as err:
         raise _cli_error(f"{err.strerror or err}; choose other ports with --port/--rest-port "
@@ -195,8 +235,11 @@ def cmd_serve(args) -> int:
     version = f"version {served[-1]}" if served else "no usable version yet"
     rest = f" and REST {server.rest_url}" if server.rest_url else ""
     polling = f"polling every {args.poll_seconds:g} s" if args.poll_seconds else "not polling"
+    batched = "" if batching is None else (
+        f"; batching up to {batching.max_batch_size} rows, {batching.batch_timeout_micros} µs, "
+        f"{batching.num_batch_threads} threads")
     print(f"textgen serve: model {args.model_name!r} ({version}) from {server.model_dir} on "
-          f"gRPC {server.grpc_target}{rest}; {polling}. Ctrl-C stops.",
+          f"gRPC {server.grpc_target}{rest}; {polling}{batched}. Ctrl-C stops.",
           file=sys.stderr, flush=True)
     while not stop.wait(0.5):
         pass
@@ -233,9 +276,11 @@ def _check_generate_args(args) -> None:
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise _cli_error(f"--timeout {args.timeout}: give a positive number of seconds")
     if args.server and not _HOST_PORT.fullmatch(args.server):
-        raise _cli_error(f"--server {args.server}: expected HOST:PORT, e.g. localhost:8500")
+        raise _cli_error(f"--server {args.server}: expected HOST:PORT, e.g. "
+                         f"localhost:{DEFAULT_GRPC_PORT}")
     if args.rest and urlsplit(args.rest).scheme not in ("http", "https"):
-        raise _cli_error(f"--rest {args.rest}: expected a URL such as http://localhost:8501")
+        raise _cli_error(f"--rest {args.rest}: expected a URL such as "
+                         f"http://localhost:{DEFAULT_REST_PORT}")
     if args.model_dir and not os.path.isdir(args.model_dir):
         raise _cli_error(f"--model-dir {args.model_dir}: not a directory")
 
@@ -244,7 +289,8 @@ def cmd_generate(args) -> int:
     _check_generate_args(args)
     from serving import client as client_lib
     from serving.errors import ServingError
-    server = args.server or (None if args.rest or args.model_dir else "localhost:8500")
+    server = args.server or (None if args.rest or args.model_dir else
+                             f"localhost:{DEFAULT_GRPC_PORT}")
     try:
         with client_lib.connect(server, args.rest, args.model_dir, args.model_name,
                                 args.version, args.timeout) as client:

@@ -26,10 +26,10 @@ import numpy as np
 from models import features
 from serving import protos, rest, signatures
 from serving.errors import ServingError, code_for_http_status, invalid_argument
+from serving.settings import DEFAULT_LIMITS, DEFAULT_MODEL_NAME, Limits
 
 GENERATE_SIGNATURE = features.GENERATE_SIGNATURE
 ONE_STEP_SIGNATURE = features.ONE_STEP_SIGNATURE
-DEFAULT_MODEL_NAME = "textgen"
 DEFAULT_TIMEOUT = 600.0
 _INT32_MAX = 2**31 - 1
 
@@ -44,6 +44,14 @@ def step_seed(seed: int, step: int) -> int:
     if seed == 0:
         return 0
     return 1 + (seed * 2654435761 + step) % (_INT32_MAX - 1)
+
+
+def _row_seeds(seed: Union[int, Sequence[int]], rows: int) -> np.ndarray:
+    """One seed per row. A single nonzero seed gives rows seed, seed+1, ...: a row's draws
+    depend only on its own seed, so rows sharing one would all draw the same text."""
+    if np.ndim(seed) == 0:
+        seed = [0 if seed == 0 else 1 + (seed - 1 + row) % _INT32_MAX for row in range(rows)]
+    return np.broadcast_to(np.asarray(seed, np.int32), [rows]).copy()
 
 
 def _strings(values: Sequence[str]) -> np.ndarray:
@@ -77,21 +85,27 @@ class Client(abc.ABC):
     def state_size(self) -> int:
         return signatures.state_size(self.signature_defs())
 
-    def generate(self, prompts: Sequence[str], num_chars: int,
-                 temperature: Union[float, Sequence[float]] = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, seed: int = 0) -> List[str]:
-        """One completion per prompt, prompt included; seed 0 draws a random seed."""
+    def generate(self, prompts: Sequence[str], num_chars: Union[int, Sequence[int]],
+                 temperature: Union[float, Sequence[float]] = 1.0,
+                 top_k: Union[int, Sequence[int]] = 0, top_p: Union[float, Sequence[float]] = 1.0,
+                 seed: Union[int, Sequence[int]] = 0) -> List[str]:
+        """One completion per prompt, prompt included. Each parameter is one value for all
+        rows or one per prompt; a row's seed 0 draws a random seed for that row."""
         prompts = list(prompts)
         if not prompts:
             raise invalid_argument("no prompts: give at least one")
+
+        def rows(value, dtype):
+            # One value per row: TF Serving's batching needs every input to have the rows
+            # of `prompts` (it concatenates concurrent requests along dimension 0).
+            return np.broadcast_to(np.asarray(value, dtype), [len(prompts)]).copy()
         result = self.predict({
             "prompts": _strings(prompts),
-            "num_chars": np.array(num_chars, np.int32),
-            "temperature": np.broadcast_to(np.asarray(temperature, np.float32),
-                                           [len(prompts)]).copy(),
-            "top_k": np.array(top_k, np.int32),
-            "top_p": np.array(top_p, np.float32),
-            "seed": np.array(seed, np.int32),
+            "num_chars": rows(num_chars, np.int32),
+            "temperature": rows(temperature, np.float32),
+            "top_k": rows(top_k, np.int32),
+            "top_p": rows(top_p, np.float32),
+            "seed": _row_seeds(seed, len(prompts)),
         }, GENERATE_SIGNATURE)
         return [text.decode("utf-8", errors="replace") for text in result.outputs["text"]]
 
@@ -107,7 +121,7 @@ class Client(abc.ABC):
                 "chars": _strings([chars]),
                 "states": states,
                 "temperature": np.array([temperature], np.float32),
-                "seed": np.array(step_seed(seed, step), np.int32),
+                "seed": np.array([step_seed(seed, step)], np.int32),
             }).outputs
             chars = outputs["next_chars"][0].decode("utf-8", errors="replace")
             states = outputs["states"]
@@ -242,7 +256,7 @@ class InProcessClient(Client):
 
     def __init__(self, model_dir: str, model_name: str = DEFAULT_MODEL_NAME,
                  version: Optional[int] = None,
-                 limits: signatures.Limits = signatures.DEFAULT_LIMITS):
+                 limits: Limits = DEFAULT_LIMITS):
         super().__init__(model_name, version)
         from serving.servable import Servable  # TensorFlow: imported only when used
         path, found_version = resolve_model_dir(model_dir, version)

@@ -69,7 +69,8 @@ class ModelManager:
     Args:
       name: the model name requests must use.
       base_path: the directory holding <version>/ subdirectories.
-      load: (version directory, version) → servable; raises if the version is unusable.
+      load: (version directory, version) → servable (with a close() called at unload);
+        raises if the version is unusable.
       poll_seconds: interval between polls of base_path; 0 polls once, at start().
       version: serve this version only; None serves the latest.
       on_load_attempt: called with (version directory, succeeded) after each load.
@@ -235,6 +236,7 @@ class ModelManager:
             self._unload(version, entry)
 
     def _unload(self, version: int, entry: _Loaded) -> None:
+        entry.servable.close()  # its own threads (batching) end
         entry.servable = None  # the last reference: TensorFlow frees the model
         if version not in self._loaded:  # unless the version came back meanwhile (a rollback)
             self._status[version] = VersionStatus(version, END)

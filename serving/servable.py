@@ -1,31 +1,16 @@
 """One loaded model version, called the way TF Serving's Predict calls a SavedModel."""
 import logging
-import threading
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 from google.protobuf.message import DecodeError
-from tensorflow.python.eager import cancellation
 
-from serving import protos, signatures
+from serving import protos, signatures, tf_cancellation
+from serving.batching import Batcher
 from serving.deadlines import CancelToken
 from serving.errors import ServingError, code_of
-
-# TensorFlow hands a function call its cancellation manager through one process-wide
-# variable (tensorflow/python/eager/cancellation.py, read by Context.call_function), so
-# with concurrent requests one request's timeout would cancel the others' work, and a
-# version loading meanwhile. Each request thread sets its own here instead; code that uses
-# TensorFlow's own CancellationManagerContext still sees the process-wide one.
-_per_thread = threading.local()
-_process_wide_context = cancellation.context
-
-
-def _cancellation_context():
-    return getattr(_per_thread, "manager", None) or _process_wide_context()
-
-
-cancellation.context = _cancellation_context
+from serving.settings import DEFAULT_LIMITS, BatchingParameters, Limits
 
 logger = logging.getLogger("textgen.serving")
 
@@ -33,7 +18,8 @@ logger = logging.getLogger("textgen.serving")
 class Servable:
     """A SavedModel version loaded with TensorFlow, with the SignatureDefs TF Serving sees."""
 
-    def __init__(self, path: str, version: int):
+    def __init__(self, path: str, version: int,
+                 batching: Optional[BatchingParameters] = None):
         self.path = path
         self.version = version
         # From saved_model.pb rather than the loaded functions: the `defaults` map lives
@@ -48,7 +34,11 @@ class Servable:
         # The loaded model needs no files from here on (the vocabulary is baked into the
         # graph), so removing the version's directory cannot break requests.
         self._functions = dict(self._model.signatures)
+        # Started after the warm-up, which runs each signature alone.
+        self.batcher: Optional[Batcher] = None
         self._warm_up()
+        if batching is not None:
+            self.batcher = Batcher(batching, self._call, name=str(version))
 
     def _warm_up(self) -> None:
         """Calls each signature once, as TF Serving's warm-up requests do: a signature's
@@ -68,37 +58,47 @@ class Servable:
                              self.version, name, err)
 
     def predict(self, signature_name: str, inputs: Mapping[str, np.ndarray],
-                output_filter: Iterable[str] = (),
-                limits: signatures.Limits = signatures.DEFAULT_LIMITS,
+                output_filter: Iterable[str] = (), limits: Limits = DEFAULT_LIMITS,
                 cancel: Optional[CancelToken] = None) -> Tuple[str, Dict[str, np.ndarray]]:
         """Runs one signature; returns (resolved signature name, {output: array}).
 
         Omitted inputs take the SignatureDef's defaults (a loaded signature cannot omit
-        them itself). Cancelling `cancel` stops the graph between two of its ops and
-        raises ServingError with the token's code. Raises ServingError with TF Serving's
-        status codes.
+        them itself). With batching on, a signature whose inputs are all batch-major runs
+        merged with concurrent requests. Cancelling `cancel` ends the request with the
+        token's code (and stops the graph, unless other requests share the call).
+        Raises ServingError with TF Serving's status codes.
         """
         name, signature_def = signatures.find(self.signature_defs, signature_name)
-        function = self._functions.get(name)
-        if function is None:
+        if name not in self._functions:
             raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found.')
         wanted = signatures.output_names(signature_def, output_filter)
         feeds = signatures.prepare_inputs(name, signature_def, inputs, limits)
-        if cancel is not None:
-            _per_thread.manager = cancellation.CancellationManager()
-            cancel.on_cancel(_per_thread.manager.start_cancel)
+        cancel = cancel or CancelToken()
+        rows = signatures.batch_rows(signature_def, feeds)
+        if self.batcher is not None and rows is not None:
+            outputs = self.batcher.submit(name, feeds, rows, cancel)
+        else:
+            outputs = self._call(name, feeds, cancel)
+        return name, {alias: outputs[alias] for alias in wanted}
+
+    def close(self) -> None:
+        """Stops batching (what still waits is answered UNAVAILABLE); called at unload."""
+        if self.batcher is not None:
+            self.batcher.close()
+
+    def _call(self, name: str, feeds: Mapping[str, np.ndarray],
+              cancel: CancelToken) -> Dict[str, np.ndarray]:
+        """One call of the loaded signature function; every output, as numpy."""
+        declared = self.signature_defs[name].inputs
         try:
-            result = function(**{
-                alias: tf.constant(value, tf.as_dtype(signature_def.inputs[alias].dtype))
-                for alias, value in feeds.items()})
+            result = tf_cancellation.call(self._functions[name], {
+                alias: tf.constant(value, tf.as_dtype(declared[alias].dtype))
+                for alias, value in feeds.items()}, cancel)
         except tf.errors.OpError as err:
-            if isinstance(err, tf.errors.CancelledError) and cancel is not None \
-                    and cancel.cancelled:
+            if isinstance(err, tf.errors.CancelledError) and cancel.cancelled:
                 raise ServingError(cancel.code, cancel.message) from None
             raise ServingError(code_of(err), _graph_error_text(err.message)) from None
-        finally:
-            _per_thread.manager = None
-        return name, {alias: result[alias].numpy() for alias in wanted}
+        return {alias: value.numpy() for alias, value in result.items()}
 
 
 def _smallest_valid(info) -> np.ndarray:

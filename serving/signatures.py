@@ -5,39 +5,25 @@ Messages follow TF Serving's wording where it has one and always name the input.
 """
 import math
 import os
-from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, Tuple
 
 import numpy as np
 from google.protobuf.message import DecodeError
 
 from serving import protos
 from serving.errors import ServingError, invalid_argument
+from serving.settings import DEFAULT_LIMITS, Limits
 
 SERVE_TAG = "serve"
 DEFAULT_SIGNATURE = "serving_default"  # TF Serving's default key, and our one-step signature
 STATES_INPUT = "states"
 
+# Sampling parameters of the generation signatures: one value per row, or a single value
+# (a scalar, or one row) that applies to every row of the request.
+PER_ROW_PARAMETERS = ("num_chars", "temperature", "top_k", "top_p", "seed")
+
 # The signature TF 2 writes for table initialisation: listed in metadata, never callable.
 INIT_OP_SIGNATURE = "__saved_model_init_op"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Server-side bounds on what one request may ask for.
-
-    max_num_chars: the largest `num_chars` of a generate call.
-    max_batch_chars: the largest rows × (longest prompt + num_chars): the characters one
-      request makes the model step through, which is what its cost grows with.
-    request_timeout: seconds a request may run in the model before it is cancelled
-      (DEADLINE_EXCEEDED); a gRPC client's shorter deadline cuts it earlier.
-    """
-    max_num_chars: int = 10_000
-    max_batch_chars: int = 200_000
-    request_timeout: float = 300.0
-
-
-DEFAULT_LIMITS = Limits()
 
 
 def read_signature_defs(model_path: str) -> Dict[str, "protos.meta_graph_pb2.SignatureDef"]:
@@ -129,7 +115,10 @@ def prepare_inputs(signature_name: str, signature_def, inputs: Mapping[str, np.n
     for alias in sorted(declared):
         value = inputs[alias] if alias in inputs else \
             protos.make_ndarray(signature_def.defaults[alias])
-        feeds[alias] = _check_tensor(alias, np.asarray(value), declared[alias])
+        value = np.asarray(value)
+        if alias in PER_ROW_PARAMETERS and value.ndim == 0 and _is_rows(declared[alias]):
+            value = value.reshape([1])  # a scalar is one value for every row
+        feeds[alias] = _check_tensor(alias, value, declared[alias])
     _check_batch(feeds, declared)
     for alias, array in feeds.items():
         kinds, check = _VALUE_CHECKS.get(alias, ("", None))
@@ -160,19 +149,41 @@ def _check_tensor(alias: str, array: np.ndarray, info) -> np.ndarray:
     return array
 
 
+def batch_rows(signature_def, feeds: Mapping[str, np.ndarray]):
+    """The rows of a request whose every input is batch-major (declared [-1, ...]), as a
+    batching server needs; None if some input is not."""
+    declared = signature_def.inputs
+    if not declared or not all(_is_rows(declared[alias]) for alias in feeds):
+        return None
+    return next(iter(feeds.values())).shape[0]
+
+
+def _is_rows(info) -> bool:
+    dims = info.tensor_shape.dim
+    return not info.tensor_shape.unknown_rank and bool(dims) and dims[0].size == -1
+
+
 def _check_batch(feeds: Dict[str, np.ndarray], declared) -> None:
-    """Inputs declared with a leading -1 dimension are rows of one batch: sizes must agree."""
-    first: Optional[Tuple[str, int]] = None
-    for alias, array in feeds.items():
-        dims = declared[alias].tensor_shape.dim
-        if declared[alias].tensor_shape.unknown_rank or not dims or dims[0].size != -1:
+    """Inputs declared with a leading -1 dimension are rows of one batch: sizes must agree.
+
+    A per-row parameter given once (one row) applies to every row: it is repeated here,
+    so that what runs is batch-major throughout and can be merged with other requests.
+    """
+    rows = {alias: array.shape[0] for alias, array in feeds.items()
+            if _is_rows(declared[alias])}
+    data = {alias: n for alias, n in rows.items() if alias not in PER_ROW_PARAMETERS}
+    batch = max(data.values()) if data else max(rows.values(), default=1)
+    for alias, size in rows.items():
+        if size == batch:
             continue
-        if first is None:
-            first = (alias, array.shape[0])
-        elif array.shape[0] != first[1]:
-            raise invalid_argument(
-                f"input '{alias}' has batch size {array.shape[0]} but '{first[0]}' has "
-                f"{first[1]}: all batched inputs of one request need the same first dimension")
+        if alias in PER_ROW_PARAMETERS and size == 1:
+            feeds[alias] = np.repeat(feeds[alias], batch, axis=0)
+            continue
+        other = next(a for a in rows if rows[a] == batch)
+        raise invalid_argument(
+            f"input '{alias}' has batch size {size} but '{other}' has {batch}: all batched "
+            "inputs of one request need the same first dimension (a per-row parameter "
+            f"such as {', '.join(PER_ROW_PARAMETERS)} may also have a single value)")
 
 
 def _shape_text(shape) -> str:

@@ -55,11 +55,11 @@ m = tf.saved_model.load(sys.argv[1])
 out = {}
 for batch in (1, 5):
     prompts = tf.constant(["ROMEO:", "a", "hé hé", "b\n", "cdefg"][:batch])
-    g = m.signatures["generate"](prompts=prompts, num_chars=tf.constant(12),
-        temperature=tf.fill([batch], 0.7), top_k=tf.constant(0), top_p=tf.constant(1.0),
-        seed=tf.constant(9))
+    g = m.signatures["generate"](prompts=prompts, num_chars=tf.fill([batch], 12),
+        temperature=tf.fill([batch], 0.7), top_k=tf.fill([batch], 0),
+        top_p=tf.fill([batch], 1.0), seed=tf.fill([batch], 9))
     s = m.signatures["serving_default"](chars=prompts, states=tf.zeros([batch, STATE]),
-        temperature=tf.fill([batch], 1.0), seed=tf.constant(0))
+        temperature=tf.fill([batch], 1.0), seed=tf.fill([batch], 0))
     out[batch] = {"text": [t.decode() for t in g["text"].numpy()],
                   "next": [c.decode() for c in s["next_chars"].numpy()],
                   "states": list(s["states"].shape)}

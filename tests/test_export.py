@@ -22,9 +22,11 @@ def fixed_distribution_generator(bias, mode="stream"):
 
 
 def generate(g, prompts, num_chars, temperature=1.0, top_k=0, top_p=1.0, seed=0):
-    out = g.generate(tf.constant(prompts), tf.constant(num_chars),
-                     tf.fill([len(prompts)], float(temperature)), tf.constant(top_k),
-                     tf.constant(top_p, tf.float32), tf.constant(seed))
+    """Rows get seeds seed, seed + 1, ... (rows with one seed would draw alike)."""
+    seeds = [seed + row if seed else 0 for row in range(len(prompts))]
+    out = g.generate(tf.constant(prompts), tf.constant([num_chars]),
+                     tf.fill([len(prompts)], float(temperature)), tf.constant([top_k]),
+                     tf.constant([top_p], tf.float32), tf.constant(seeds))
     return [t.decode() for t in out["completion"].numpy()], [t.decode() for t in
                                                              out["text"].numpy()]
 
@@ -36,7 +38,7 @@ def test_reserved_ids_are_never_generated():
     completions, _ = generate(g, ["ab", "c"], 50, seed=3)
     assert [len(c) for c in completions] == [50, 50]  # [PAD]/[UNK] would decode to ""
     out = g.one_step(tf.constant(["a"]), tf.zeros([1, g.state_size]), tf.constant([1.0]),
-                     tf.constant(5))
+                     tf.constant([5]))
     assert out["next_chars"].numpy()[0].decode() in TINY_VOCAB
 
 
@@ -104,7 +106,7 @@ def test_one_step_carries_state_like_generate():
     chars, states = tf.constant(["bad", "é"]), tf.zeros([2, g.state_size])
     produced = ["", ""]
     for _ in range(25):
-        out = g.one_step(chars, states, tf.zeros([2]), tf.constant(0))
+        out = g.one_step(chars, states, tf.zeros([2]), tf.constant([0]))
         chars, states = out["next_chars"], out["states"]
         produced = [p + c.decode() for p, c in zip(produced, chars.numpy())]
     assert produced == expected
@@ -116,16 +118,16 @@ def test_num_chars_zero_returns_the_prompt():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda g: g.generate(tf.constant(["a"]), tf.constant(5), tf.constant([-1.0]),
-                          tf.constant(0), tf.constant(1.0), tf.constant(0)), "temperature"),
-    (lambda g: g.generate(tf.constant(["a", "b"]), tf.constant(5), tf.constant([1.0]),
-                          tf.constant(0), tf.constant(1.0), tf.constant(0)), "batch size"),
-    (lambda g: g.generate(tf.constant(["a"]), tf.constant(5), tf.constant([1.0]),
-                          tf.constant(0), tf.constant(1.5), tf.constant(0)), "top_p"),
-    (lambda g: g.generate(tf.constant([""]), tf.constant(5), tf.constant([1.0]),
-                          tf.constant(0), tf.constant(1.0), tf.constant(0)), "at least one"),
+    (lambda g: g.generate(tf.constant(["a"]), tf.constant([5]), tf.constant([-1.0]),
+                          tf.constant([0]), tf.constant([1.0]), tf.constant([0])), "temperature"),
+    (lambda g: g.generate(tf.constant(["a", "b"]), tf.constant([5]), tf.constant([1.0, 1.0, 1.0]),
+                          tf.constant([0]), tf.constant([1.0]), tf.constant([0])), "one value per row"),
+    (lambda g: g.generate(tf.constant(["a"]), tf.constant([5]), tf.constant([1.0]),
+                          tf.constant([0]), tf.constant([1.5]), tf.constant([0])), "top_p"),
+    (lambda g: g.generate(tf.constant([""]), tf.constant([5]), tf.constant([1.0]),
+                          tf.constant([0]), tf.constant([1.0]), tf.constant([0])), "at least one"),
     (lambda g: g.one_step(tf.constant(["a"]), tf.zeros([1, g.state_size]),
-                          tf.constant([float("nan")]), tf.constant(0)), "temperature"),
+                          tf.constant([float("nan")]), tf.constant([0])), "temperature"),
 ])
 def test_bad_inputs_raise_invalid_argument_naming_the_input(call, message):
     g = export.Generator(build_tiny_model(), TINY_VOCAB, "stream")
@@ -176,11 +178,11 @@ def test_mixed_precision_model_exports_float32_signatures(tmp_path):
     loaded = tf.saved_model.load(str(tmp_path / "m"))
     out = loaded.signatures["serving_default"](
         chars=tf.constant(["ab"]), states=tf.zeros([1, 16]), temperature=tf.constant([1.0]),
-        seed=tf.constant(3))
+        seed=tf.constant([3]))
     assert out["states"].dtype == tf.float32
     text = loaded.signatures["generate"](
-        prompts=tf.constant(["ab"]), num_chars=tf.constant(5), temperature=tf.constant([1.0]),
-        top_k=tf.constant(0), top_p=tf.constant(1.0), seed=tf.constant(3))["text"]
+        prompts=tf.constant(["ab"]), num_chars=tf.constant([5]), temperature=tf.constant([1.0]),
+        top_k=tf.constant([0]), top_p=tf.constant([1.0]), seed=tf.constant([3]))["text"]
     assert len(text.numpy()[0].decode()) == 7
 
 
@@ -203,3 +205,53 @@ def test_score_leaves_padding_out_of_nll_and_counts():
         assert chars[i] == alone_chars[0] == len(line) - 1
         assert nll[i] == pytest.approx(alone_nll[0], rel=1e-6)
     assert nll[1] < nll[0]
+
+
+def test_every_signature_input_and_output_is_batch_major(tiny_model_dir):
+    """TF Serving's batching concatenates requests along dimension 0 and splits outputs
+    back along it: every input and output needs a leading batch dimension."""
+    sm = saved_model_pb2.SavedModel()
+    with open(os.path.join(tiny_model_dir, "saved_model.pb"), "rb") as f:
+        sm.ParseFromString(f.read())
+    served = {name: sig for name, sig in sm.meta_graphs[0].signature_def.items()
+              if name != "__saved_model_init_op"}
+    assert set(served) == {features.ONE_STEP_SIGNATURE, features.GENERATE_SIGNATURE,
+                           features.SCORE_SIGNATURE}
+    for name, sig in served.items():
+        for alias, info in [*sig.inputs.items(), *sig.outputs.items()]:
+            dims = [d.size for d in info.tensor_shape.dim]
+            assert dims and dims[0] == -1, (name, alias, dims)
+        for alias, default in sig.defaults.items():
+            assert [d.size for d in default.tensor_shape.dim] == [1], (name, alias)
+
+
+def test_a_row_samples_the_same_alone_or_amid_other_rows():
+    """A row's randomness depends on its own seed and step only: the same request gives
+    the same text alone and in a batch whose other rows differ in every parameter."""
+    g = export.Generator(build_tiny_model(seed=1), TINY_VOCAB, "stream")
+
+    def call(prompts, num_chars, temperature, top_k, top_p, seed):
+        out = g.generate(tf.constant(prompts), tf.constant(num_chars, tf.int32),
+                         tf.constant(temperature, tf.float32), tf.constant(top_k, tf.int32),
+                         tf.constant(top_p, tf.float32), tf.constant(seed, tf.int32))
+        return [t.decode() for t in out["completion"].numpy()]
+
+    rows = [("ab", 30, 1.0, 0, 1.0, 7), ("hé", 12, 0.7, 3, 1.0, 8), ("c", 45, 1.3, 0, 0.8, 9),
+            ("dd\n", 0, 0.0, 0, 1.0, 10), ("ab", 30, 1.0, 0, 1.0, 11)]
+    alone = [call(*[[value] for value in row])[0] for row in rows]
+    together = call(*[list(column) for column in zip(*rows)])
+    assert together == alone
+    assert [len(c) for c in together] == [30, 12, 45, 0, 30]  # each row its own length
+    assert together[0] != together[4]  # same prompt, other seed: another sample
+    # And on another step of the batch order, too.
+    assert call(*[list(column) for column in zip(*rows[::-1])]) == together[::-1]
+
+
+def test_one_value_applies_to_every_row():
+    g = export.Generator(build_tiny_model(seed=1), TINY_VOCAB, "stream")
+    single = g.generate(tf.constant(["ab", "c"]), tf.constant([9]), tf.constant([0.9]),
+                        tf.constant([0]), tf.constant([1.0]), tf.constant([5]))
+    per_row = g.generate(tf.constant(["ab", "c"]), tf.constant([9, 9]),
+                         tf.constant([0.9, 0.9]), tf.constant([0, 0]), tf.constant([1.0, 1.0]),
+                         tf.constant([5, 5]))
+    assert single["text"].numpy().tolist() == per_row["text"].numpy().tolist()

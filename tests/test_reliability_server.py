@@ -16,7 +16,7 @@ import pytest
 from serving import protos
 from serving.client import GrpcClient, RestClient
 from serving.errors import ServingError
-from serving.signatures import Limits
+from serving.settings import Limits
 from serving.server import Server
 from test_serving_versions import push
 
@@ -275,7 +275,7 @@ def request_counts(server):
     for line in body.decode().splitlines():
         if line.startswith(":tensorflow:serving:request_count{"):
             labels, value = line.rsplit(" ", 1)
-            counts[labels.split('status="')[1].split('"')[0]] = int(value)
+            counts[labels.split('status="')[1].split('"')[0]] = int(float(value))
     return counts
 
 

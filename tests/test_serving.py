@@ -9,6 +9,7 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from serving import protos
 from serving.server import Server
@@ -219,12 +220,14 @@ BAD_REQUESTS = {
                                        "states"),
     "states of the wrong width": ("serving_default",
                                   one_step_inputs(states=np.zeros([1, 5], np.float32)), "states"),
-    "num_chars as a vector": ("generate", generate_inputs(num_chars=np.array([5], np.int32)),
+    "num_chars as a matrix": ("generate", generate_inputs(num_chars=np.array([[5]], np.int32)),
                               "num_chars"),
     "batch sizes disagree": ("serving_default",
                              one_step_inputs(chars=np.array([b"a", b"b"]),
-                                             states=np.zeros([2, STATE_SIZE], np.float32)),
-                             "temperature"),
+                                             states=np.zeros([3, STATE_SIZE], np.float32)),
+                             "states"),
+    "a parameter with other rows": ("generate", generate_inputs(
+        prompts=np.array([b"a", b"b"]), temperature=np.ones([3], np.float32)), "temperature"),
     "num_chars above the limit": ("generate", generate_inputs(num_chars=np.int32(10_001)),
                                   "num_chars"),
     "negative num_chars": ("generate", generate_inputs(num_chars=np.int32(-1)), "num_chars"),
@@ -405,20 +408,26 @@ def test_rest_bodies_above_the_limit_are_refused(server):
 
 
 def prometheus_values(server):
+    """{(sample name, sorted labels): value}, parsed by prometheus_client's own parser."""
     with urllib.request.urlopen(server.rest_url + "/monitoring/prometheus/metrics") as response:
         assert response.headers["Content-Type"].startswith("text/plain")
-        lines = response.read().decode().splitlines()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-            for line in lines if not line.startswith("#")}
+        text = response.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def metric(name, **labels):
+    return (name, tuple(sorted(labels.items())))
 
 
 def test_prometheus_metrics_count_requests_by_status(server, predict):
     """Counted from before to after this test's own requests: earlier tests' counts
     cannot make it pass."""
-    ok = ':tensorflow:serving:request_count{model_name="textgen",status="OK"}'
-    invalid = ':tensorflow:serving:request_count{model_name="textgen",status="INVALID_ARGUMENT"}'
-    grpc_predict = 'model_name="textgen",API="Predict",entrypoint="GRPC",status="OK"'
-    latency_count = f":tensorflow:serving:request_latency_count{{{grpc_predict}}}"
+    ok = metric(":tensorflow:serving:request_count", model_name="textgen", status="OK")
+    invalid = metric(":tensorflow:serving:request_count", model_name="textgen",
+                     status="INVALID_ARGUMENT")
+    grpc_predict = dict(model_name="textgen", API="Predict", entrypoint="GRPC", status="OK")
+    latency_count = metric(":tensorflow:serving:request_latency_count", **grpc_predict)
     before = prometheus_values(server)
     predict(request_for("serving_default", one_step_inputs()))
     predict(request_for("serving_default", one_step_inputs()))
@@ -429,12 +438,12 @@ def test_prometheus_metrics_count_requests_by_status(server, predict):
     assert values[ok] - before.get(ok, 0) == 2
     assert values[invalid] - before.get(invalid, 0) == 1
     assert values[latency_count] - before.get(latency_count, 0) == 2
-    assert values[f':tensorflow:serving:request_latency_bucket{{{grpc_predict},le="+Inf"}}'] \
-        == values[latency_count]
-    status_rest = [key for key in values if key.startswith(
-        ":tensorflow:serving:request_latency_count{") and
-        'API="GetModelStatus",entrypoint="REST"' in key]
+    assert values[metric(":tensorflow:serving:request_latency_bucket", le="+Inf",
+                         **grpc_predict)] == values[latency_count]
+    status_rest = [key for key in values
+                   if key[0] == ":tensorflow:serving:request_latency_count"
+                   and ("API", "GetModelStatus") in key[1] and ("entrypoint", "REST") in key[1]]
     assert len(status_rest) == 1
     assert values[status_rest[0]] - before.get(status_rest[0], 0) == 1
-    assert any(key.startswith(":tensorflow:cc:saved_model:load_attempt_count{") and
-               'status="success"' in key for key in values)
+    assert any(name == ":tensorflow:cc:saved_model:load_attempt_count" and
+               ("status", "success") in labels for name, labels in values)

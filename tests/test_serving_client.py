@@ -68,7 +68,7 @@ def test_every_backend_streams_what_the_one_step_signature_gives(clients, tiny_m
     chars, states, expected = "ROMEO:", tf.zeros([1, 16]), []
     for step in range(30):
         result = one_step(chars=tf.constant([chars]), states=states,
-                          temperature=tf.constant([0.9]), seed=tf.constant(step_seed(5, step)))
+                          temperature=tf.constant([0.9]), seed=tf.constant([step_seed(5, step)]))
         chars, states = result["next_chars"].numpy()[0].decode(), result["states"]
         expected.append(chars)
     assert streams["grpc"] == expected

@@ -72,7 +72,7 @@ def test_compose_and_serve_sh_pass_the_same_flags_and_the_files_exist():
     assert script_flags == flags
 
     assert flags["--port"] == "8500" and flags["--rest_api_port"] == "8501"
-    assert flags["--enable_batching"] == "${TEXTGEN_ENABLE_BATCHING:-false}"
+    assert flags["--enable_batching"] == "${TEXTGEN_ENABLE_BATCHING:-true}"
     for flag in ("--model_config_file", "--monitoring_config_file", "--batching_parameters_file"):
         assert flags[flag].startswith("/config/")
         assert os.path.isfile(os.path.join(CONFIG, flags[flag][len("/config/"):])), flag
@@ -84,19 +84,16 @@ def test_metrics_are_where_textgen_serve_puts_them():
     assert re.search(r'path:\s*"([^"]+)"', config).group(1) == METRICS_PATH
 
 
-def test_batching_sizes_satisfy_tf_serving():
-    values = {}
-    sizes = []
-    for line in read("config", "batching.config").splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line.startswith("allowed_batch_sizes:"):
-            sizes.append(int(line.split(":")[1]))
-        elif line:
-            name, value = re.fullmatch(r"(\w+) \{ value: (\d+) \}", line).groups()
-            values[name] = int(value)
+def test_batching_config_satisfies_tf_serving_and_textgen_serve_reads_it():
+    from serving import settings
+    parameters, tf_serving_only = settings.read_batching_parameters(
+        os.path.join(CONFIG, "batching.config"))
+    assert parameters.batch_timeout_micros > 0 and parameters.num_batch_threads > 0
     # TF Serving refuses allowed sizes that do not rise to exactly max_batch_size.
-    assert sizes == sorted(set(sizes)) and sizes[-1] == values["max_batch_size"]
-    assert values["batch_timeout_micros"] > 0 and values["num_batch_threads"] > 0
+    sizes = [int(line.split(":")[1]) for line in read("config", "batching.config").splitlines()
+             if line.startswith("allowed_batch_sizes:")]
+    assert not sizes or (sizes == sorted(set(sizes)) and sizes[-1] == parameters.max_batch_size)
+    assert set(tf_serving_only) <= {"allowed_batch_sizes"}
 
 
 def test_serve_sh_is_valid_bash_and_refuses_a_directory_without_versions(tmp_path):

@@ -18,6 +18,7 @@ from serving.client import GrpcClient, InProcessClient
 from serving.errors import CODE_NAMES, ServingError
 from serving.manager import AVAILABLE, END, UNLOADING, ModelManager, find_versions
 from serving.server import Server
+from serving.settings import BatchingParameters
 
 
 def push(base, model_dir, version):
@@ -41,6 +42,9 @@ class FakeServable:
             if f.read() != "ok":
                 raise ValueError(f"{path}: broken model")
         self.path, self.version = path, version
+
+    def close(self):
+        pass
 
 
 class CountingLoader:
@@ -204,7 +208,10 @@ def generate_with_version(client):
     return result.version, result.outputs["text"][0]
 
 
-def test_hot_swap_while_clients_loop(tmp_path, tiny_model_dir, second_model_dir):
+@pytest.mark.parametrize("batching", [None, BatchingParameters(
+    max_batch_size=8, batch_timeout_micros=20_000, num_batch_threads=1, max_enqueued_batches=8)],
+    ids=["alone", "batched"])
+def test_hot_swap_while_clients_loop(tmp_path, tiny_model_dir, second_model_dir, batching):
     base = tmp_path / "models"
     base.mkdir()
     push(base, tiny_model_dir, 1)
@@ -213,9 +220,10 @@ def test_hot_swap_while_clients_loop(tmp_path, tiny_model_dir, second_model_dir)
     assert expected[1] != expected[2]
     # Guards against hanging, not timing checks: each wait ends as soon as its condition holds.
     deadline = time.monotonic() + 180
-    with Server(str(base), port=0, rest_port=None, poll_seconds=0.2) as server, \
+    with Server(str(base), port=0, rest_port=None, poll_seconds=0.2,
+                batching=batching) as server, \
             GrpcClient(server.grpc_target) as client:
-        results = {0: [], 1: []}
+        results = {0: [], 1: [], 2: [], 3: []}
         failures = []
         stop = threading.Event()
 

@@ -1,0 +1,198 @@
+"""`textgen serve --enable_batching`: concurrent requests share model calls, each still
+gets exactly its own answer; the parameters are TF Serving's, read from its file format."""
+import json
+import os
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from serving import settings
+from serving.client import GrpcClient
+from serving.deadlines import CancelToken
+from serving.errors import ServingError
+from serving.servable import Servable
+from serving.server import Server
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STATE_SIZE = 16  # the tiny model
+
+
+def batching(**changes):
+    values = dict(max_batch_size=32, batch_timeout_micros=50_000, num_batch_threads=1,
+                  max_enqueued_batches=8)
+    values.update(changes)
+    return settings.BatchingParameters(**values)
+
+
+@pytest.fixture(scope="module")
+def batched_server(tiny_serving_dir):
+    with Server(tiny_serving_dir, port=0, rest_port=0, poll_seconds=0,
+                batching=batching()) as running:
+        yield running
+
+
+def batcher_of(server):
+    with server.manager.acquire("textgen") as servable:
+        return servable.batcher
+
+
+def concurrently(calls):
+    """Runs the calls at once (a barrier releases them together); their results in order."""
+    results, errors = [None] * len(calls), []
+    barrier = threading.Barrier(len(calls))
+
+    def run(index):
+        barrier.wait()
+        try:
+            results[index] = calls[index]()
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    return results
+
+
+def test_seeded_requests_give_the_same_text_alone_and_merged(batched_server):
+    """16 concurrent clients, each its own prompt, length, temperature and seed: every one
+    gets byte for byte what it gets alone, and the server merged them into fewer calls."""
+    requests = [(["ab", "hé", "c:", "dd"][i % 4], 10 + 3 * i, 0.5 + 0.1 * i, 1000 + i)
+                for i in range(16)]
+    with GrpcClient(batched_server.grpc_target) as client:
+        alone = [client.generate([prompt], n, t, seed=seed)[0]
+                 for prompt, n, t, seed in requests]
+    batcher = batcher_of(batched_server)
+    before = (batcher.batches, batcher.batched_requests)
+
+    def call(prompt, n, t, seed):
+        with GrpcClient(batched_server.grpc_target) as client:
+            return client.generate([prompt], n, t, seed=seed)[0]
+    merged = concurrently([lambda r=r: call(*r) for r in requests])
+    assert merged == alone
+    # Mixed num_chars in one batch: each row ends at exactly its own length.
+    assert [len(text) for text in merged] == [len(p) + n for p, n, _, _ in requests]
+    batches = batcher.batches - before[0]
+    assert batcher.batched_requests - before[1] == 16
+    assert batches < 16, "no two requests shared a model call"
+
+
+def test_concurrent_streams_are_merged_step_by_step(batched_server):
+    seeds = list(range(21, 29))
+    with GrpcClient(batched_server.grpc_target) as client:
+        alone = ["".join(client.stream("ROMEO:", 30, 0.9, seed)) for seed in seeds]
+    batcher = batcher_of(batched_server)
+    before = (batcher.batches, batcher.batched_requests)
+
+    def stream(seed):
+        with GrpcClient(batched_server.grpc_target) as client:
+            return "".join(client.stream("ROMEO:", 30, 0.9, seed))
+    assert concurrently([lambda s=s: stream(s) for s in seeds]) == alone
+    assert batcher.batched_requests - before[1] == 8 * 30
+    assert batcher.batches - before[0] < 8 * 30
+
+
+def test_a_full_queue_answers_unavailable_at_once(tiny_serving_dir):
+    """One long request runs, one waits (max_enqueued_batches=1 of max_batch_size=1 row):
+    the next is refused with UNAVAILABLE over gRPC and 503 over REST, not queued."""
+    long_request = (["ab"], 10_000, 1.0)
+    with Server(tiny_serving_dir, port=0, rest_port=0, poll_seconds=0, batching=batching(
+            max_batch_size=1, max_enqueued_batches=1, batch_timeout_micros=0)) as server, \
+            GrpcClient(server.grpc_target) as client:
+        batcher = batcher_of(server)
+        waiting = []
+        threads = []
+        for expected_running, expected_queued in ((1, 0), (1, 1)):
+            threads.append(threading.Thread(target=lambda: waiting.append(
+                client.generate(*long_request)[0])))
+            threads[-1].start()
+            _wait_until(lambda: batcher.pending().get("generate") == (expected_queued,
+                                                                       expected_running))
+        with pytest.raises(ServingError) as caught:
+            client.generate(["ab"], 5, 1.0)
+        assert caught.value.code == "UNAVAILABLE" and "max_enqueued_batches" in \
+            caught.value.message
+        body = json.dumps({"signature_name": "generate", "inputs": {
+            "prompts": ["ab"], "num_chars": [5], "temperature": [1.0]}}).encode()
+        with pytest.raises(urllib.error.HTTPError) as http_error:
+            urllib.request.urlopen(urllib.request.Request(
+                server.rest_url + "/v1/models/textgen:predict", data=body), timeout=60)
+        assert http_error.value.code == 503
+        for thread in threads:
+            thread.join()
+        assert [len(text) for text in waiting] == [2 + 10_000] * 2  # the queued ones finish
+
+
+def test_a_request_with_more_rows_than_max_batch_size_is_refused(tiny_serving_dir):
+    with Server(tiny_serving_dir, port=0, rest_port=None, poll_seconds=0,
+                batching=batching(max_batch_size=2)) as server, \
+            GrpcClient(server.grpc_target) as client:
+        with pytest.raises(ServingError) as caught:
+            client.generate(["a", "b", "c"], 5)
+        assert caught.value.code == "INVALID_ARGUMENT" and "max_batch_size" in \
+            caught.value.message
+
+
+def test_one_requests_timeout_does_not_cancel_a_concurrent_one(tiny_model_dir):
+    """Each request thread cancels only its own TensorFlow call (serving/tf_cancellation)."""
+    servable = Servable(tiny_model_dir, 1)
+    inputs = {"prompts": np.array([b"ab"] * 8, dtype=object),
+              "num_chars": np.array([20_000], np.int32), "temperature": np.ones([8], np.float32)}
+    cancelled, finished = CancelToken(), []
+    started = threading.Event()
+    errors = []
+
+    def survivor():
+        started.set()
+        finished.append(servable.predict("generate", inputs, limits=settings.Limits(
+            max_num_chars=20_000, max_batch_chars=1_000_000))[1]["completion"])
+
+    def victim():
+        try:
+            servable.predict("generate", inputs, limits=settings.Limits(
+                max_num_chars=20_000, max_batch_chars=1_000_000), cancel=cancelled)
+        except ServingError as err:
+            errors.append(err.code)
+    threads = [threading.Thread(target=survivor), threading.Thread(target=victim)]
+    threads[0].start()
+    started.wait()
+    threads[1].start()
+    _wait_until(lambda: threads[1].is_alive())
+    cancelled.cancel("DEADLINE_EXCEEDED", "this request's own timeout")
+    for thread in threads:
+        thread.join()
+    assert errors == ["DEADLINE_EXCEEDED"]
+    assert [len(text.decode()) for text in finished[0]] == [20_000] * 8
+
+
+def test_batching_parameters_are_read_from_tf_servings_file(tmp_path):
+    parameters, ignored = settings.read_batching_parameters(
+        os.path.join(REPO, "deploy", "config", "batching.config"))
+    assert parameters.max_batch_size >= 16 and parameters.num_batch_threads >= 1
+    assert ignored == ()
+    config = tmp_path / "batching.config"
+    config.write_text("max_batch_size { value: 4 }\nallowed_batch_sizes: 4\n"
+                      "pad_variable_length_inputs: true\n")
+    parameters, ignored = settings.read_batching_parameters(str(config))
+    assert parameters == settings.BatchingParameters(max_batch_size=4)
+    assert ignored == ("allowed_batch_sizes", "pad_variable_length_inputs")
+    config.write_text("max_batch_size { value: 4 }\nmax_batch_sise { value: 4 }\n")
+    with pytest.raises(ValueError, match="max_batch_sise"):
+        settings.read_batching_parameters(str(config))
+    config.write_text("num_batch_threads { value: 0 }\n")
+    with pytest.raises(ValueError, match="num_batch_threads is 0"):
+        settings.read_batching_parameters(str(config))
+
+
+def _wait_until(condition, seconds=120):
+    """A guard against hanging, not a timing check."""
+    import time
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
