@@ -166,6 +166,10 @@ class TrainingRecord(tf_keras.callbacks.Callback):
                     self.early_stopping.best)
 
     def on_epoch_begin(self, epoch, logs=None):
+        # A kill between this callback's save and BackupAndRestore's runs that epoch again:
+        # its first result leaves the history (the counters and best weights keep it, as a
+        # real epoch's result and weights).
+        self.history = [e for e in self.history if e["epoch"] <= epoch]
         self._cpu, self._wall = time.process_time(), time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):

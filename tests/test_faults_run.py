@@ -57,9 +57,12 @@ def test_kill_9_during_training_then_rerun_resumes_and_pushes_once(tmp_path):
                       if "Trainer" in r]
     assert "COMPLETE" not in trainer_states
     assert pusher.versions(serving) == []
-    # What a resume starts from is the last completed epoch's weights.
+    # What a resume starts from is the last epoch whose backup completed (the kill may fall
+    # between an epoch's report and its backup), and its weights are that epoch's.
     killed_run = run_dirs(root)[-1]
-    assert_same_weights(backup_weights(root), checkpoint(killed_run, done_before_kill))
+    weights, saved_epoch = backup(root)
+    assert saved_epoch in (done_before_kill - 1, done_before_kill)
+    assert_same_weights(weights, checkpoint(killed_run, saved_epoch))
 
     start = time.time()
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -69,7 +72,7 @@ def test_kill_9_during_training_then_rerun_resumes_and_pushes_once(tmp_path):
                      for name in os.listdir(os.path.join(rerun_dir, "checkpoints")))
     print(f"\nkilled after epoch {done_before_kill}; the re-run trained epochs {resumed} "
           f"in {time.time() - start:.0f} s")
-    assert resumed == list(range(done_before_kill + 1, 7))
+    assert resumed == list(range(saved_epoch + 1, 7))
     assert len(pusher.versions(serving)) == 1
     assert not glob.glob(os.path.join(root, "Trainer", "backup", "*", "*"))
     # The export is the lowest-eval-loss epoch of the whole run, counted across the kill.
@@ -78,7 +81,7 @@ def test_kill_9_during_training_then_rerun_resumes_and_pushes_once(tmp_path):
     assert [e["epoch"] for e in training["epochs"]] == list(range(1, 7))
     best = min(training["epochs"], key=lambda e: e["val_loss"])["epoch"]
     assert training["exported_epoch"] == best
-    best_dir = killed_run if best <= done_before_kill else rerun_dir
+    best_dir = killed_run if best <= saved_epoch else rerun_dir
     version = os.path.join(serving, str(pusher.versions(serving)[0]))
     assert_same_weights(exported_weights(root, version), checkpoint(best_dir, best))
 
@@ -105,12 +108,16 @@ def checkpoint(run_dir, epoch):
     return m.get_weights()
 
 
-def backup_weights(root):
+def backup(root):
+    """BackupAndRestore's weights and the (1-based) epoch they are the end of."""
     import tensorflow as tf
     m = _tiny_model(root)
-    (backup,) = glob.glob(os.path.join(root, "Trainer", "backup", "*", "last", "chief"))
-    tf.train.Checkpoint(model=m).read(tf.train.latest_checkpoint(backup)).expect_partial()
-    return m.get_weights()
+    (folder,) = glob.glob(os.path.join(root, "Trainer", "backup", "*", "last", "chief"))
+    path = tf.train.latest_checkpoint(folder)
+    tf.train.Checkpoint(model=m).read(path).expect_partial()
+    saved = tf.train.load_checkpoint(path).get_tensor(
+        "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")
+    return m.get_weights(), int(saved) + 1
 
 
 def exported_weights(root, version_dir):

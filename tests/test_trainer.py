@@ -55,7 +55,7 @@ def _callbacks(state_dir, report_dir, patience=2, factor=0.5):
 
 def _drive(m, callbacks, epochs, losses, weights_of):
     """What fit does around each epoch: the callbacks in order, given val losses."""
-    cbs = tf_keras.callbacks.CallbackList(list(callbacks), model=m)
+    cbs = tf_keras.callbacks.CallbackList(list(callbacks), model=m, epochs=max(epochs) + 1)
     cbs.on_train_begin()
     for epoch, val_loss in zip(epochs, losses):
         cbs.on_epoch_begin(epoch)
@@ -163,3 +163,23 @@ def test_backup_dir_is_stable_across_executions_of_the_same_training(tmp_path):
     assert first.startswith(str(tmp_path / "Trainer" / "backup"))
     Args.custom_config = {"train": {"epochs": 4}}
     assert trainer.backup_dir(Args) != first
+
+
+def test_an_epoch_run_again_after_a_kill_is_recorded_once(tmp_path):
+    # Killed after this callback saved epoch 3 but before BackupAndRestore did: the resumed
+    # run starts at epoch 3 again, and its history must not hold epoch 3 twice.
+    m = _compiled()
+    weights_of = _weights_of(m.get_weights())
+    es, rlr, record = _callbacks(tmp_path / "state", tmp_path / "report1", patience=5)
+    cbs = tf_keras.callbacks.CallbackList([es, rlr, record], model=m)
+    cbs.on_train_begin()
+    for epoch, val_loss in enumerate([3.0, 2.0, 1.5]):
+        cbs.on_epoch_begin(epoch)
+        cbs.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss, "val_perplexity": 1.0})
+    es2, rlr2, record2 = _callbacks(tmp_path / "state", tmp_path / "report2", patience=5)
+    _drive(m, [es2, rlr2, record2], range(2, 4), [1.6, 1.4], weights_of)
+    with open(tmp_path / "report2" / trainer.TRAINING_REPORT) as f:
+        report = json.load(f)
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3, 4]
+    assert [e["val_loss"] for e in report["epochs"]][2:] == [1.6, 1.4]
+    assert report["stopped"] == "reached train.epochs = 4"
