@@ -123,6 +123,8 @@ def load_weights(model: tf_keras.Model, vocab: List[str], model_dir: str) -> Non
     status.expect_partial().assert_existing_objects_matched()
     order = permutation(old_vocab, vocab)
     for layer in model.layers:
+        if not layer.weights:  # Input, Dropout: nothing to carry (dropout is not a shape)
+            continue
         weights = old.get_layer(layer.name).get_weights()
         if layer.name == "embedding":
             weights = [weights[0][order]]

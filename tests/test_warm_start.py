@@ -108,3 +108,18 @@ def test_nothing_served_or_switched_off(tmp_path):
     assert "off" in report["reason"]
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
     json.dumps(report)  # the summary reads it back from the model run dir
+
+
+def test_weights_carry_over_into_a_model_with_dropout(tmp_path):
+    """Dropout has no weights and is not part of the shape: a model trained with it (or
+    without it) warm-starts one with another dropout."""
+    from models.settings import ModelSettings
+    serving_dir = str(tmp_path / "serving")
+    export.save(build_tiny_model(seed=4), TINY_VOCAB, "stream", os.path.join(serving_dir, "1"))
+    new = char_model.build_model(len(TINY_VOCAB) + features.NUM_RESERVED_IDS, ModelSettings(
+        embedding_dim=8, rnn_units=16, rnn_layers=1, cell="gru", dropout=0.3))
+    report = warm_start.apply(new, TINY_VOCAB, char_model.shape_of(new), "stream", serving_dir,
+                              enabled=True)
+    assert report["warm_start"], report
+    old = build_tiny_model(seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip(old.get_weights(), new.get_weights()))
