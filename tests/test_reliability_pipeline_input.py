@@ -274,13 +274,13 @@ def test_a_model_over_a_cjk_vocabulary_generates_only_its_characters(cjk_vocab):
     from models import export
     generator = export.Generator(build_tiny_model(cjk_vocab), cjk_vocab, "stream")
     prompts = tf.constant(["一丁", "丂", "unseen 😀 characters"])
-    out = generator.generate(prompts=prompts, num_chars=tf.constant(40),
-                             temperature=tf.constant([1.0, 1.0, 0.0]), top_k=tf.constant(0),
-                             top_p=tf.constant(1.0), seed=tf.constant(3))
+    out = generator.generate(prompts=prompts, num_chars=tf.constant([40]),
+                             temperature=tf.constant([1.0, 1.0, 0.0]), top_k=tf.constant([0]),
+                             top_p=tf.constant([1.0]), seed=tf.constant([3, 4, 5]))
     completions = [text.decode() for text in out["completion"].numpy()]
     assert [len(text) for text in completions] == [40, 40, 40]
     assert set("".join(completions)) <= set(cjk_vocab)  # never [UNK], never a byte fragment
     step = generator.one_step(chars=tf.constant(["丁"]),
                               states=tf.zeros([1, generator.state_size]),
-                              temperature=tf.constant([1.0]), seed=tf.constant(5))
+                              temperature=tf.constant([1.0]), seed=tf.constant([5]))
     assert step["next_chars"].numpy()[0].decode() in cjk_vocab

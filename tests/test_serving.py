@@ -440,10 +440,8 @@ def test_prometheus_metrics_count_requests_by_status(server, predict):
     assert values[latency_count] - before.get(latency_count, 0) == 2
     assert values[metric(":tensorflow:serving:request_latency_bucket", le="+Inf",
                          **grpc_predict)] == values[latency_count]
-    status_rest = [key for key in values
-                   if key[0] == ":tensorflow:serving:request_latency_count"
-                   and ("API", "GetModelStatus") in key[1] and ("entrypoint", "REST") in key[1]]
-    assert len(status_rest) == 1
-    assert values[status_rest[0]] - before.get(status_rest[0], 0) == 1
+    status_rest = metric(":tensorflow:serving:request_latency_count", model_name="textgen",
+                         API="GetModelStatus", entrypoint="REST", status="OK")
+    assert values[status_rest] - before.get(status_rest, 0) == 1
     assert any(name == ":tensorflow:cc:saved_model:load_attempt_count" and
                ("status", "success") in labels for name, labels in values)
