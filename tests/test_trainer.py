@@ -67,6 +67,16 @@ def _drive(m, callbacks, epochs, losses, weights_of):
     cbs.on_train_end()
 
 
+def _killed_after(m, callbacks, losses, weights_of):
+    """Epochs as fit runs them, then a kill: no on_train_end."""
+    cbs = tf_keras.callbacks.CallbackList(list(callbacks), model=m)
+    cbs.on_train_begin()
+    for epoch, val_loss in enumerate(losses):
+        cbs.on_epoch_begin(epoch)
+        m.set_weights(weights_of(epoch))
+        cbs.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss, "val_perplexity": 1.0})
+
+
 def _weights_of(template):
     return lambda epoch: [np.full_like(w, epoch + 1) for w in template]
 
@@ -94,13 +104,8 @@ def test_early_stopping_stops_and_restores_the_best_epoch(tmp_path):
 def test_the_best_epoch_survives_an_interruption(tmp_path):
     m = _compiled()
     weights_of = _weights_of(m.get_weights())
-    es, rlr, record = _callbacks(tmp_path / "state", tmp_path / "report1", patience=3)
-    cbs = tf_keras.callbacks.CallbackList([es, rlr, record], model=m)
-    cbs.on_train_begin()
-    for epoch, val_loss in enumerate([3.0, 1.0, 2.0]):  # best: epoch 2; then a plateau
-        cbs.on_epoch_begin(epoch)
-        m.set_weights(weights_of(epoch))
-        cbs.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss, "val_perplexity": 1.0})
+    _killed_after(m, _callbacks(tmp_path / "state", tmp_path / "report1", patience=3),
+                  [3.0, 1.0, 2.0], weights_of)  # best: epoch 2; then a plateau
     lr_after_plateau = float(m.optimizer.learning_rate.numpy())
     # Killed here: no on_train_end. A new process builds new callbacks and a new model;
     # BackupAndRestore would bring back the last epoch's weights and optimizer.
@@ -170,12 +175,8 @@ def test_an_epoch_run_again_after_a_kill_is_recorded_once(tmp_path):
     # run starts at epoch 3 again, and its history must not hold epoch 3 twice.
     m = _compiled()
     weights_of = _weights_of(m.get_weights())
-    es, rlr, record = _callbacks(tmp_path / "state", tmp_path / "report1", patience=5)
-    cbs = tf_keras.callbacks.CallbackList([es, rlr, record], model=m)
-    cbs.on_train_begin()
-    for epoch, val_loss in enumerate([3.0, 2.0, 1.5]):
-        cbs.on_epoch_begin(epoch)
-        cbs.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss, "val_perplexity": 1.0})
+    _killed_after(m, _callbacks(tmp_path / "state", tmp_path / "report1", patience=5),
+                  [3.0, 2.0, 1.5], weights_of)
     es2, rlr2, record2 = _callbacks(tmp_path / "state", tmp_path / "report2", patience=5)
     _drive(m, [es2, rlr2, record2], range(2, 4), [1.6, 1.4], weights_of)
     with open(tmp_path / "report2" / trainer.TRAINING_REPORT) as f:
