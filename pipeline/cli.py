@@ -143,6 +143,8 @@ def _add_runs_parser(sub) -> None:
     p.add_argument("--config", help="config file: its pipeline root and [metadata] connection")
     p.add_argument("--last", type=int, default=None, metavar="N", help="only the last N runs")
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show ML Metadata's and TensorFlow's INFO lines too")
     p.set_defaults(func=cmd_runs)
 
 
@@ -211,11 +213,12 @@ def cmd_run(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from pipeline import runs
+    from pipeline import logs, runs
     config = configs.load(args.config) if args.config else configs.Config()
     root = os.path.abspath(args.pipeline_root or config.run.pipeline_root)
     try:
-        rows = runs.list_runs(root, config.metadata, config.run.pipeline_name, args.last)
+        with logs.framework_quiet(args.verbose):
+            rows = runs.list_runs(root, config.metadata, config.run.pipeline_name, args.last)
     except (FileNotFoundError, ConnectionError) as err:
         raise CliError(f"{err}; pass --pipeline-root DIR or --config FILE") from None
     print(runs.format_json(rows) if args.json else runs.format_table(rows))

@@ -49,10 +49,12 @@ def run_output(pipeline_root: str, verbose: bool) -> Iterator[str]:
         console.addFilter(_progress_only)
     logging.captureWarnings(True)
     from absl import logging as absl_logging
+    saved_absl = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.INFO)  # TFX's INFO lines: in the file
     try:
         yield path
     finally:
+        absl_logging.set_verbosity(saved_absl)
         logging.captureWarnings(False)
         root.setLevel(saved[0])
         root.handlers = saved[1]
@@ -61,6 +63,32 @@ def run_output(pipeline_root: str, verbose: bool) -> Iterator[str]:
             terminal.flush()
             os.dup2(terminal_fd, 2)
             os.close(terminal_fd)
+
+
+@contextlib.contextmanager
+def framework_quiet(verbose: bool) -> Iterator[None]:
+    """For commands that print a result rather than run a pipeline (`textgen runs`): the
+    frameworks' INFO lines (ML Metadata's "MetadataStore with DB connection initialized")
+    stay off the terminal unless verbose, whatever handlers an embedding process (Airflow,
+    a notebook) has put on the root logger."""
+    if verbose:
+        yield
+        return
+    quiet = _QuietFrameworks()
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
+
+
+class _QuietFrameworks(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.split(".")[0] in OURS
 
 
 def _progress_only(record: logging.LogRecord) -> bool:

@@ -10,9 +10,12 @@ and `textgen runs` tells the story from ML Metadata; then
   5. span 3 with --span-count 2: spans 2 and 3 are read, and recorded.
 """
 import json
+import logging
 import os
+import sys
 
 import pytest
+from absl import logging as absl_logging
 
 from components import names, pusher
 from pipeline import cli, runs as runs_lib
@@ -115,9 +118,22 @@ def test_textgen_runs_lists_the_story_from_ml_metadata(sched, capsys):
     assert rows[-1]["already_served_as"] == str(version_b)
     assert all(r["state"] == "ok" and r["perplexity"] > 1 for r in rows)
     assert rows[1]["perplexity"] > rows[1]["baseline_perplexity"]
-    assert cli.main(["runs", "--config", sched["config"]]) == 0
-    table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:3] == ["started", "span", "trainer"] and len(table) == 6
+    # As inside Airflow: a root handler on stdout and absl at INFO. ML Metadata's INFO line
+    # ("MetadataStore with DB connection initialized") must still stay off the table.
+    stdout_handler = logging.StreamHandler(sys.stdout)
+    logging.getLogger().addHandler(stdout_handler)
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.INFO)
+    try:
+        assert cli.main(["runs", "--config", sched["config"]]) == 0
+        table = capsys.readouterr().out.splitlines()
+        assert cli.main(["runs", "--config", sched["config"], "-v"]) == 0
+        verbose = capsys.readouterr().out
+    finally:
+        logging.getLogger().removeHandler(stdout_handler)
+        absl_logging.set_verbosity(verbosity)
+    assert table[0].split()[:3] == ["started", "span", "trainer"] and len(table) == 6, table
+    assert "MetadataStore" in verbose
     assert cli.main(["runs", "--pipeline-root", sched["root"], "--json", "--last", "1"]) == 0
     assert [r["span"] for r in json.loads(capsys.readouterr().out)] == ["2"]
 
