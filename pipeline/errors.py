@@ -5,6 +5,8 @@ for it, so importing either module alone pulls in no cycle.
 """
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+# The shell's code for a process ended by SIGINT (128 + 2): `textgen serve` after Ctrl-C.
+EXIT_INTERRUPTED = 130
 # sysexits' EX_TEMPFAIL: another run holds the pipeline root; try again later.
 EXIT_BUSY = 75
 

@@ -12,10 +12,10 @@ import sys
 import threading
 from urllib.parse import urlsplit
 
+from pipeline.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError
 from serving.settings import (DEFAULT_GRPC_PORT, DEFAULT_LIMITS, DEFAULT_MAX_MESSAGE_MB,
                               DEFAULT_MODEL_NAME, DEFAULT_REST_PORT)
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 # Addressable in a REST path and never a filesystem path (no "/", no "..").
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -126,20 +126,15 @@ def _add_generate_parser(sub) -> None:
     p.set_defaults(func=cmd_generate)
 
 
-def _cli_error(message: str):
-    from pipeline.errors import CliError  # the entry point prints it and exits 2
-    return CliError(message)
-
-
 def _check_model_name(name: str) -> None:
     if not _MODEL_NAME.fullmatch(name):
-        raise _cli_error(f"--model-name {name!r}: use letters, digits, '_', '.', '-' (it appears "
+        raise CliError(f"--model-name {name!r}: use letters, digits, '_', '.', '-' (it appears "
                          "in REST paths)")
 
 
 def _check_version(version) -> None:
     if version is not None and version < 0:
-        raise _cli_error(f"--version {version}: versions are numbers >= 0")
+        raise CliError(f"--version {version}: versions are numbers >= 0")
 
 
 # --- textgen serve ----------------------------------------------------------------------
@@ -149,33 +144,33 @@ def _check_serve_args(args) -> None:
     _check_version(args.version)
     model_dir = args.model_dir
     if not os.path.isdir(model_dir):
-        raise _cli_error(f"--model-dir {model_dir}: not a directory; pass the serving directory "
+        raise CliError(f"--model-dir {model_dir}: not a directory; pass the serving directory "
                          "that `textgen run --serving-dir` pushes to")
     if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
-        raise _cli_error(f"--model-dir {model_dir} is a SavedModel itself; serving wants its "
+        raise CliError(f"--model-dir {model_dir} is a SavedModel itself; serving wants its "
                          f"parent in TF Serving's layout <dir>/<version>/ (e.g. move it to "
                          f"{os.path.join(model_dir, '1')}/ or pass the parent)")
     for flag, port in (("--port", args.port), ("--rest-port", args.rest_port)):
         if not 0 <= port <= 65535:
-            raise _cli_error(f"{flag} {port}: ports are 0..65535 (0 picks a free one)")
+            raise CliError(f"{flag} {port}: ports are 0..65535 (0 picks a free one)")
     if not args.no_rest and args.rest_port == args.port != 0:
-        raise _cli_error(f"--port and --rest-port are both {args.port}: gRPC and REST need "
+        raise CliError(f"--port and --rest-port are both {args.port}: gRPC and REST need "
                          "different ports")
     if not (math.isfinite(args.poll_seconds) and args.poll_seconds >= 0):
-        raise _cli_error(f"--poll-seconds {args.poll_seconds}: give a number >= 0")
+        raise CliError(f"--poll-seconds {args.poll_seconds}: give a number >= 0")
     if args.max_num_chars < 1:
-        raise _cli_error(f"--max-num-chars {args.max_num_chars}: give a positive number")
+        raise CliError(f"--max-num-chars {args.max_num_chars}: give a positive number")
     if args.max_batch_chars < 1:
-        raise _cli_error(f"--max-batch-chars {args.max_batch_chars}: give a positive number")
+        raise CliError(f"--max-batch-chars {args.max_batch_chars}: give a positive number")
     if not (math.isfinite(args.request_timeout) and args.request_timeout > 0):
-        raise _cli_error(f"--request-timeout {args.request_timeout}: give a positive number "
+        raise CliError(f"--request-timeout {args.request_timeout}: give a positive number "
                          "of seconds")
     if not (math.isfinite(args.max_message_mb) and args.max_message_mb > 0):
-        raise _cli_error(f"--max-message-mb {args.max_message_mb}: give a positive number")
+        raise CliError(f"--max-message-mb {args.max_message_mb}: give a positive number")
     if args.threads is not None and args.threads < 1:
-        raise _cli_error(f"--threads {args.threads}: give a positive number")
+        raise CliError(f"--threads {args.threads}: give a positive number")
     if args.batching_parameters_file and not args.enable_batching:
-        raise _cli_error("--batching_parameters_file needs --enable_batching (as in "
+        raise CliError("--batching_parameters_file needs --enable_batching (as in "
                          "tensorflow_model_server)")
 
 
@@ -189,7 +184,7 @@ def _batching_parameters(args):
     try:
         parameters, ignored = settings.read_batching_parameters(args.batching_parameters_file)
     except ValueError as err:
-        raise _cli_error(f"--batching_parameters_file {err}") from None
+        raise CliError(f"--batching_parameters_file {err}") from None
     if ignored:
         logging.getLogger("textgen.serving").info(
             "batching: %s in %s only matter to tensorflow_model_server; not used here",
@@ -223,7 +218,7 @@ def cmd_serve(args) -> int:
             batching=batching)
         server.start()
     except OSError as err:
-        raise _cli_error(f"{err.strerror or err}; choose other ports with --port/--rest-port "
+        raise CliError(f"{err.strerror or err}; choose other ports with --port/--rest-port "
                          "(0 picks free ones)") from None
     except KeyboardInterrupt:
         print("textgen serve: interrupted while starting", file=sys.stderr)
@@ -254,35 +249,35 @@ def _check_generate_args(args) -> None:
     _check_model_name(args.model_name)
     _check_version(args.version)
     if not args.prompt:
-        raise _cli_error("--prompt is empty: give at least one character to continue")
+        raise CliError("--prompt is empty: give at least one character to continue")
     if args.num_chars < 0:
-        raise _cli_error(f"--num-chars {args.num_chars}: give a number >= 0")
+        raise CliError(f"--num-chars {args.num_chars}: give a number >= 0")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
-        raise _cli_error(f"--temperature {args.temperature}: give a finite number >= 0 "
+        raise CliError(f"--temperature {args.temperature}: give a finite number >= 0 "
                          "(0 = greedy)")
     if args.top_k < 0:
-        raise _cli_error(f"--top-k {args.top_k}: give a number >= 0 (0 = off)")
+        raise CliError(f"--top-k {args.top_k}: give a number >= 0 (0 = off)")
     if not 0 < args.top_p <= 1:
-        raise _cli_error(f"--top-p {args.top_p}: give a number in (0, 1] (1 = off)")
+        raise CliError(f"--top-p {args.top_p}: give a number in (0, 1] (1 = off)")
     if not _INT32_MIN <= args.seed <= _INT32_MAX:
-        raise _cli_error(f"--seed {args.seed}: give a 32-bit integer")
+        raise CliError(f"--seed {args.seed}: give a 32-bit integer")
     if args.num_samples < 1:
-        raise _cli_error(f"--num-samples {args.num_samples}: give a number >= 1")
+        raise CliError(f"--num-samples {args.num_samples}: give a number >= 1")
     if args.stream and (args.top_k or args.top_p != 1.0):
-        raise _cli_error("--top-k/--top-p need the generate signature; --stream drives the "
+        raise CliError("--top-k/--top-p need the generate signature; --stream drives the "
                          "one-step signature, which samples with --temperature only")
     if args.stream and args.num_samples != 1:
-        raise _cli_error("--stream prints one sample as it is generated: drop --num-samples")
+        raise CliError("--stream prints one sample as it is generated: drop --num-samples")
     if not (math.isfinite(args.timeout) and args.timeout > 0):
-        raise _cli_error(f"--timeout {args.timeout}: give a positive number of seconds")
+        raise CliError(f"--timeout {args.timeout}: give a positive number of seconds")
     if args.server and not _HOST_PORT.fullmatch(args.server):
-        raise _cli_error(f"--server {args.server}: expected HOST:PORT, e.g. "
+        raise CliError(f"--server {args.server}: expected HOST:PORT, e.g. "
                          f"localhost:{DEFAULT_GRPC_PORT}")
     if args.rest and urlsplit(args.rest).scheme not in ("http", "https"):
-        raise _cli_error(f"--rest {args.rest}: expected a URL such as "
+        raise CliError(f"--rest {args.rest}: expected a URL such as "
                          f"http://localhost:{DEFAULT_REST_PORT}")
     if args.model_dir and not os.path.isdir(args.model_dir):
-        raise _cli_error(f"--model-dir {args.model_dir}: not a directory")
+        raise CliError(f"--model-dir {args.model_dir}: not a directory")
 
 
 def cmd_generate(args) -> int:
@@ -307,7 +302,7 @@ def cmd_generate(args) -> int:
         if args.stream:
             print()
         if err.code in _BAD_REQUEST_CODES:
-            raise _cli_error(f"{err.code}: {err.message}") from None
+            raise CliError(f"{err.code}: {err.message}") from None
         print(f"textgen: error: {err.code}: {err.message}", file=sys.stderr)
         return EXIT_FAILED
     for index, text in enumerate(texts):
