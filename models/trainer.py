@@ -250,7 +250,9 @@ def fit(model: tf_keras.Model, train_ds, eval_ds, train: TrainSettings, backup: 
                  tf_keras.callbacks.BackupAndRestore(os.path.join(backup, "last"))]
     model.fit(train_ds, epochs=train.epochs, steps_per_epoch=train.steps_per_epoch,
               validation_data=eval_ds, callbacks=callbacks,
-              verbose=1 if sys.stdout.isatty() else 2)
+              # At a terminal, Keras' live bar shows progress within an epoch; in a log, its
+              # per-epoch line would repeat TrainingRecord's.
+              verbose=1 if sys.stdout.isatty() else 0)
     # Finished: nothing to resume. BackupAndRestore empties its folder but leaves it.
     if is_chief() and tf.io.gfile.exists(backup):
         tf.io.gfile.rmtree(backup)

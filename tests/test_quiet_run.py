@@ -29,6 +29,8 @@ def test_a_successful_run_prints_progress_and_no_framework_noise(tmp_path):
                  "epoch 2: train loss"):
         assert line in err, f"{line!r} missing:\n{err}"
     assert "blessed: yes" in result.stdout
+    # Keras' own epoch lines ("Epoch 1/2", "3/3 - 1s - loss: ...") would repeat ours.
+    assert "Epoch 1/" not in result.stdout and " - loss: " not in result.stdout, result.stdout
     log = root / "textgen.log"
     assert f"log (TFX, Beam and TensorFlow output): {log}" in result.stdout
     # Routed, not lost: TFX's and TensorFlow's own lines are in the file.
