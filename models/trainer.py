@@ -269,9 +269,12 @@ def run_fn(fn_args) -> None:
     """
     import tensorflow_transform as tft
 
-    # Imported here: the export module makes tensors when imported (its signatures'
-    # default values), which starts TensorFlow's runtime before MultiWorkerMirroredStrategy
-    # can configure its collective ops.
+    # First: MultiWorkerMirroredStrategy configures the collective ops, which it can only
+    # do before anything (a tensor, a dataset, reading the vocabulary) has started
+    # TensorFlow's runtime; otherwise every worker of a cluster fails here.
+    strategy = distribution_strategy()
+    # Imported after it: the export module makes tensors when imported (its signatures'
+    # default values).
     from models import export
 
     config: Dict[str, Any] = fn_args.custom_config
@@ -291,7 +294,6 @@ def run_fn(fn_args) -> None:
     if train.eval_steps:
         eval_ds = eval_ds.take(train.eval_steps)
 
-    strategy = distribution_strategy()
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # Transform writes few files; sharding by record works whatever their number.
         options = tf.data.Options()

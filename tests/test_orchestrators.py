@@ -146,3 +146,163 @@ def test_deploy_dag_file_builds_from_the_environment(airflow_home, monkeypatch):
                             "textgen_dag.py")
     namespace = runpy.run_path(dag_file)
     assert namespace["DAG"].dag_id == "textgen"
+
+
+# --- Content: what the orchestrators run is what the config says --------------------
+# Every value differs from its default, so a setting dropped on the way shows.
+SETTINGS = """
+[model]
+embedding_dim = 24
+rnn_units = 48
+cell = "gru"
+dropout = 0.15
+[train]
+epochs = 7
+batch_size = 16
+learning_rate = 0.005
+patience = 4
+seed = 11
+warm_start = false
+"""
+MAX_REGRESSION = 0.037  # the default is 0.01
+VERTEX_SETTINGS = """
+[vertex]
+image = "europe-docker.pkg.dev/p/r/textgen:2"
+trainer_cpu = 6.0
+trainer_memory_gb = 20.0
+trainer_gpus = 1
+trainer_gpu_type = "NVIDIA_L4"
+"""
+
+
+def _expected():
+    import tomllib
+    from pipeline import configs
+    settings = tomllib.loads(SETTINGS)
+    defaults = configs.Config()
+    for section in ("model", "train"):
+        for key, value in settings[section].items():
+            assert getattr(getattr(defaults, section), key) != value, f"{section}.{key}"
+    assert defaults.eval.max_regression != MAX_REGRESSION
+    return settings
+
+
+def _check_trainer_and_evaluator(custom_config, eval_config, settings, max_perplexity,
+                                 serving_dir):
+    for section in ("model", "train"):
+        for key, value in settings[section].items():
+            assert custom_config[section][key] == value, f"{section}.{key}"
+    assert custom_config["serving_dir"] == serving_dir and custom_config["mode"] == "stream"
+    (metric,) = eval_config["metrics_specs"][0]["metrics"]
+    assert metric["class_name"] == "Perplexity" and metric["module"] == "models.metrics"
+    threshold = metric["threshold"]
+    assert threshold["value_threshold"]["upper_bound"] == max_perplexity
+    assert threshold["change_threshold"]["relative"] == MAX_REGRESSION
+    assert threshold["change_threshold"]["direction"] == "LOWER_IS_BETTER"
+    assert eval_config["model_specs"] == [{"signature_name": "score",
+                                           "model_type": "tf_generic"}]
+
+
+def test_vertex_definition_carries_the_configs_settings(tmp_path, capsys):
+    settings = _expected()
+    # REMOTE_CONFIG ends in its [eval] section.
+    definition, _ = _compile(tmp_path, capsys,
+                             f"max_regression = {MAX_REGRESSION}\n" + SETTINGS + VERTEX_SETTINGS)
+    tasks = definition["pipelineSpec"]["root"]["dag"]["tasks"]
+
+    def parameter(task, name):
+        return json.loads(tasks[task]["inputs"]["parameters"][name]["runtimeValue"]
+                          ["constantValue"]["stringValue"])
+    _check_trainer_and_evaluator(parameter("Trainer", "custom_config"),
+                                 parameter("Evaluator", "eval_config"), settings, 30.0,
+                                 "/gcs/my-bucket/serving")
+    containers = {name.removesuffix("_executor"): e["container"]
+                  for name, e in _executors(definition).items() if "container" in e}
+    # vertex.image from the config file (the --image flag is checked above).
+    assert {c["image"] for c in containers.values()} == {"europe-docker.pkg.dev/p/r/textgen:2"}
+    assert containers["Trainer"]["resources"] == {
+        "cpuLimit": 6.0, "memoryLimit": 20.0,
+        "accelerator": {"type": "NVIDIA_L4", "count": "1"}}
+
+
+def test_airflow_tasks_carry_the_configs_settings(airflow_home):
+    from pipeline.orchestrators import airflow_dag
+    settings = _expected()
+    config = airflow_home / "settings.toml"
+    config.write_text(f"""
+[data]
+path = "{airflow_home}/text/span-{{SPAN}}/*.txt"
+[run]
+pipeline_root = "{airflow_home}/root"
+serving_dir = "{airflow_home}/serving"
+schedule = "15 4 * * 1"
+[eval]
+max_perplexity = 40.0
+max_regression = {MAX_REGRESSION}
+[metadata]
+backend = "mysql"
+mysql_host = "mlmd.example"
+mysql_port = 3307
+mysql_database = "textgen_airflow"
+""" + SETTINGS)
+    dag = airflow_dag.build_dag(str(config))
+    assert dag.timetable.summary == "15 4 * * 1"
+
+    def launched(task_id):
+        """What the task's operator hands TFX's launcher when Airflow runs it."""
+        callable_ = dag.get_task(task_id).python_callable
+        return callable_.keywords, dag.get_task(task_id).op_kwargs["exec_properties"]
+    _, trainer_properties = launched("Trainer")
+    _, evaluator_properties = launched("Evaluator")
+    _check_trainer_and_evaluator(json.loads(trainer_properties["custom_config"]),
+                                 json.loads(evaluator_properties["eval_config"]),
+                                 settings, 40.0, str(airflow_home / "serving"))
+    # Every task records into the config's ML Metadata.
+    for task_id in dag.task_ids:
+        mysql = launched(task_id)[0]["metadata_connection_config"].mysql
+        assert (mysql.host, mysql.port, mysql.database) == \
+            ("mlmd.example", 3307, "textgen_airflow"), task_id
+
+
+def test_one_airflow_task_runs_offline(airflow_home):
+    """The DAG's ExampleGen task, executed as Airflow's worker executes it (the operator's
+    `execute` with the task context), without a scheduler or Airflow's database."""
+    import glob
+    from pipeline import corpus as corpus_lib
+    from pipeline.orchestrators import airflow_dag
+    from test_text_example_gen import read_split
+    span = airflow_home / "text" / "span-3"
+    span.mkdir(parents=True)
+    (span / "a.txt").write_text("to be, or not to be, that is the question:\n" * 6)
+    config = airflow_home / "task.toml"
+    config.write_text(f"""
+[data]
+path = "{airflow_home}/text/span-{{SPAN}}/*.txt"
+seq_length = 20
+eval_fraction = 0.25
+[run]
+pipeline_root = "{airflow_home}/root"
+serving_dir = "{airflow_home}/serving"
+[eval]
+max_perplexity = 40.0
+""")
+    dag = airflow_dag.build_dag(str(config))
+    # Unlike `textgen run`, the DAG creates no folders: ML Metadata's SQLite file needs its
+    # folder (docs/scheduling.md).
+    (airflow_home / "root").mkdir()
+
+    class DagRun:
+        run_id = "scheduled__2024-01-02T00:00:00+00:00"
+
+    class TaskInstance:
+        def get_dagrun(self):
+            return DagRun()
+    dag.get_task("TextExampleGen").execute({"ti": TaskInstance(), "run_id": DagRun.run_id})
+
+    corpus = corpus_lib.check(f"{airflow_home}/text/span-{{SPAN}}/*.txt", "stream", 20, 0.25,
+                              "strict", 1)
+    (examples,) = glob.glob(str(airflow_home / "root" / "TextExampleGen" / "examples" / "*"))
+    train = read_split(os.path.join(examples, "Split-train"))
+    evaluation = read_split(os.path.join(examples, "Split-eval"))
+    assert (len(train), len(evaluation)) == (corpus.train_records, corpus.eval_records)
+    assert "".join(train).startswith("to be, or not to be,")
