@@ -8,6 +8,7 @@ tfx.types.standard_component_specs).
 
 # Node ids, as wired in pipeline/pipeline.py.
 EXAMPLE_GEN = "TextExampleGen"
+SPAN_RESOLVER = "span_range_resolver"
 STATISTICS_GEN = "StatisticsGen"
 SCHEMA_GEN = "SchemaGen"
 EXAMPLE_VALIDATOR = "ExampleValidator"
@@ -16,7 +17,7 @@ TRAINER = "Trainer"
 BASELINE_RESOLVER = "latest_blessed_model_resolver"
 EVALUATOR = "Evaluator"
 PUSHER = "Pusher"
-NODE_ORDER = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR, TRANSFORM, TRAINER,
+NODE_ORDER = (EXAMPLE_GEN, SPAN_RESOLVER, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR, TRANSFORM, TRAINER,
               BASELINE_RESOLVER, EVALUATOR, PUSHER)
 
 # Input and output keys of TFX's component specs.
@@ -32,9 +33,14 @@ PUSHED_MODEL = "pushed_model"
 # The splits the text ExampleGen writes.
 TRAIN, EVAL = "train", "eval"
 
-# Examples: every span read (e.g. "3-5"; TFX's own `span` holds the latest only), and per
-# split the records and characters counted by the text ExampleGen.
+# Examples: TFX's span number (a custom property its ExampleGen driver sets); every span
+# read (e.g. "3-5", when the ExampleGen reads a range itself, as under Vertex); a hash of
+# where the text came from and how it was cut into records (components/span_resolver.py
+# keeps to one cut); and per split the records and characters counted by the text
+# ExampleGen.
+SPAN = "span"
 SPANS = "spans"
+CUT_FINGERPRINT = "cut_fingerprint"
 
 
 def records_property(split: str) -> str:

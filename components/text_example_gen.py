@@ -4,6 +4,7 @@ Built on TFX's FileBasedExampleGen, so its driver gives us input fingerprints (c
 invalidation when a file changes), {SPAN} patterns and range configs; only the
 executor is ours: it reads whole files and cuts them as components/text_records.py says.
 """
+import hashlib
 import json
 import logging
 from typing import Any, Dict
@@ -126,6 +127,8 @@ class TextExampleGenExecutor(BaseExampleGenExecutor):
         super().Do(input_dict, output_dict, exec_properties)
         examples = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.EXAMPLES_KEY])
+        examples.set_string_custom_property(names.CUT_FINGERPRINT,
+                                            cut_fingerprint(exec_properties))
         if spans.has_span(_settings(exec_properties).get("span_pattern", "")):
             # Examples.span holds the latest span only; this names every span read.
             input_config = example_gen_pb2.Input()
@@ -148,6 +151,15 @@ class TextExampleGenExecutor(BaseExampleGenExecutor):
         logger.info("text ExampleGen: %s", json.dumps(counts))
 
 
+def cut_fingerprint(exec_properties: Dict[str, Any]) -> str:
+    """sha256 (16 hex digits) of where the text comes from and the settings that cut it
+    into records: equal for two spans whose examples may be trained on together."""
+    s = _settings(exec_properties)
+    return hashlib.sha256(json.dumps(
+        [_full_pattern(exec_properties, s["span_pattern"]), s["mode"], s["seq_length"],
+         s["eval_fraction"], s["encoding_errors"]]).encode()).hexdigest()[:16]
+
+
 def _count(files):
     records = chars = 0
     if not files:
@@ -167,7 +179,8 @@ def text_example_gen(input_base: str, pattern: str, mode: str, seq_length: int,
     """The ExampleGen component for files under `input_base` matching `pattern`.
 
     `pattern` may contain TFX's {SPAN} placeholder: the latest span is read, with the
-    span_count - 1 spans before it. The code fingerprint only serves to invalidate
+    span_count - 1 spans before it (1 when a span resolver hands Transform the range:
+    components/span_resolver.py). The code fingerprint only serves to invalidate
     TFX's cache when this project's code changes.
     """
     settings = struct_pb2.Struct()

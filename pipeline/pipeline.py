@@ -1,14 +1,20 @@
 """The TFX pipeline: raw text → examples → vocabulary → model → blessing → push.
 
     TextExampleGen → StatisticsGen → SchemaGen → ExampleValidator
-          │                             │
-          └──────────→ Transform ←──────┘      (character vocabulary, text → ids)
-                           │
-                        Trainer                 (models.trainer.run_fn)
-                           │
-    latest blessed model → Evaluator            (perplexity bound, no regression)
-                           │
-                        Pusher                  (<serving_dir>/<version>/, atomic)
+       │    │                           │
+       │  span range resolver           │      (the last N spans, from ML Metadata)
+       │    └─────→ Transform ←─────────┘      (character vocabulary, text → ids)
+       │               │
+       │            Trainer                     (models.trainer.run_fn)
+       │               │
+       └──→ Evaluator ← latest blessed model    (the newest span's eval split: perplexity
+                       │                         bound, no regression)
+                    Pusher                      (<serving_dir>/<version>/, atomic)
+
+Where the last N spans come from is chosen here, by create_pipeline's resolve_spans: a
+Resolver (local runs, Airflow), or the ExampleGen reading them all again on every run
+(Vertex: KubeflowV2DagRunner compiles only latest-artifact and latest-blessed-model
+resolvers). docs/scheduling.md says more.
 """
 import hashlib
 import os
@@ -20,6 +26,7 @@ from tfx import v1 as tfx
 from components import names
 from components.evaluator import Evaluator
 from components.pusher import Pusher
+from components.span_resolver import span_resolver
 from components.text_example_gen import text_example_gen
 from models import features, metrics
 from pipeline import metadata
@@ -69,11 +76,14 @@ def eval_config(max_perplexity: float, max_regression: float) -> tfma.EvalConfig
 
 def create_pipeline(config: Config, input_base: str, input_pattern: str, max_perplexity: float,
                     extra_beam_args: Optional[List[str]] = None,
-                    metadata_connection=None) -> tfx.dsl.Pipeline:
+                    metadata_connection=None, resolve_spans: bool = True) -> tfx.dsl.Pipeline:
     """Wires the components. Paths must be absolute (they are part of cache keys).
 
     metadata_connection: an ML Metadata ConnectionConfig; default, the config's
     [metadata] section (SQLite under the pipeline root unless it says mysql).
+    resolve_spans: Transform and the Trainer get data.span_count spans from a Resolver,
+    each span read by the ExampleGen once, in the run it arrived; False: the ExampleGen
+    reads all of them again in every run (for orchestrators without such a Resolver).
     """
     fingerprint = code_fingerprint()
     data = config.data
@@ -86,8 +96,15 @@ def create_pipeline(config: Config, input_base: str, input_pattern: str, max_per
         input_base=input_base, pattern=input_pattern, mode=data.mode,
         seq_length=data.seq_length, eval_fraction=data.eval_fraction,
         encoding_errors=data.encoding_errors, code_fingerprint=fingerprint,
-        span_count=data.span_count)
+        span_count=1 if resolve_spans else data.span_count)
+    # The newest span (or, without a resolver, the whole range): statistics, schema and
+    # the Evaluator's eval split.
     examples = example_gen.outputs[names.EXAMPLES]
+    range_nodes = []
+    training_examples = examples
+    if resolve_spans:
+        range_nodes = [span_resolver(examples, data.span_count)]
+        training_examples = range_nodes[0].outputs[names.EXAMPLES]
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs[names.EXAMPLES]).with_id(names.STATISTICS_GEN)
     schema_gen = tfx.components.SchemaGen(
@@ -97,7 +114,7 @@ def create_pipeline(config: Config, input_base: str, input_pattern: str, max_per
     ).with_id(names.EXAMPLE_VALIDATOR)
 
     transform = tfx.components.Transform(
-        examples=examples,
+        examples=training_examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn="models.preprocessing.preprocessing_fn",
         custom_config={"code_fingerprint": fingerprint}).with_id(names.TRANSFORM)
@@ -139,7 +156,7 @@ def create_pipeline(config: Config, input_base: str, input_pattern: str, max_per
     return tfx.dsl.Pipeline(
         pipeline_name=config.run.pipeline_name,
         pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
+        components=[example_gen, *range_nodes, statistics_gen, schema_gen, example_validator, transform,
                     trainer, baseline_resolver, evaluator, pusher],
         enable_cache=True,
         metadata_connection_config=metadata_connection,

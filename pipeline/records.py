@@ -2,7 +2,7 @@
 of `textgen runs` (pipeline/runs.py) and as the run summary (pipeline/summary.py).
 
 Reads only ML Metadata (no TFX, no TensorFlow): node states and times, the spans and
-split sizes on the examples artifact, the perplexities the Evaluator
+split sizes on the examples artifacts trained on, the perplexities the Evaluator
 copied onto its evaluation artifact (components/evaluator.py), blessing, and the
 serving versions from the Pusher's output.
 """
@@ -10,7 +10,7 @@ import dataclasses
 import datetime
 from typing import Dict, List, Optional
 
-from components import names
+from components import names, spans
 from pipeline import metadata
 
 
@@ -20,8 +20,9 @@ class RunRecord:
     started: str  # local time, YYYY-MM-DD HH:MM:SS
     state: str  # ok, partial (stopped before the Pusher), failed, running
     components: Dict[str, Dict[str, object]]  # node id → {"state", "seconds"}, pipeline order
-    spans: Optional[str] = None  # the spans read, e.g. "3-5"; None without {SPAN}
-    splits: Optional[Dict[str, Dict[str, Optional[int]]]] = None  # split → records, chars
+    spans: Optional[str] = None  # the spans trained on, e.g. "3-5"; None without {SPAN}
+    # split → records, chars of the spans trained on
+    splits: Optional[Dict[str, Dict[str, Optional[int]]]] = None
     trainer: Optional[str] = None  # trained, cached, failed, ...
     transform_graph_uri: Optional[str] = None
     model_id: Optional[int] = None
@@ -63,10 +64,16 @@ def _describe(context, nodes: Dict[str, metadata.NodeRun]) -> RunRecord:
                     for n in order})
     examples = output(names.EXAMPLE_GEN, names.EXAMPLES)
     if examples is not None:
+        # What Transform and the Trainer read: the span resolver's range when there is one
+        # (components/span_resolver.py), else the ExampleGen's own output.
+        resolver = nodes.get(names.SPAN_RESOLVER)
+        read = resolver.outputs.get(names.EXAMPLES, []) if resolver else [examples]
         record.spans = metadata.custom(examples, names.SPANS)
+        if record.spans is not None and resolver:
+            record.spans = spans.describe(metadata.custom(a, names.SPAN) for a in read)
         record.splits = {split: {
-            "records": metadata.custom(examples, names.records_property(split)),
-            "chars": metadata.custom(examples, names.chars_property(split))}
+            "records": _total(read, names.records_property(split)),
+            "chars": _total(read, names.chars_property(split))}
             for split in (names.TRAIN, names.EVAL)}
     graph = output(names.TRANSFORM, names.TRANSFORM_GRAPH)
     record.transform_graph_uri = graph.uri if graph is not None else None
@@ -103,6 +110,11 @@ def _describe(context, nodes: Dict[str, metadata.NodeRun]) -> RunRecord:
         record.pushed_version = metadata.custom(pushed, names.PUSHED_VERSION) or None
         record.pushed_path = metadata.custom(pushed, names.PUSHED_DESTINATION) or None
     return record
+
+
+def _total(artifacts, name: str) -> Optional[int]:
+    values = [metadata.custom(a, name) for a in artifacts]
+    return None if not values or None in values else sum(values)
 
 
 def read_runs(store, pipeline_name: Optional[str] = None,

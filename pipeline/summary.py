@@ -93,7 +93,7 @@ def format_summary(s: Dict[str, Any], corpus=None, bound: Optional[float] = None
         lines.append(f"corpus: {len(corpus.files)} file(s), {corpus.chars:,} characters, "
                      f"{corpus.distinct_chars} distinct ({corpus.input_base}/{corpus.pattern})")
     if s.get("spans") is not None:
-        lines.append(f"span: {s['spans']} (recorded on the examples artifact)")
+        lines.append(f"span: {s['spans']} (the examples trained on)")
     for split, c in (s.get("splits") or {}).items():
         if c["records"] is not None:
             lines.append(f"  {split:5s}: {c['records']:,} records, {c['chars']:,} characters")

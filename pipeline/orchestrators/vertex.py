@@ -48,8 +48,10 @@ def compile_pipeline(config: Config, output_file: str) -> Dict[str, Any]:
     if not os.path.isdir(os.path.dirname(os.path.abspath(output_file))):
         raise ConfigError(f"--output {output_file}: its folder does not exist")
     output_file = os.path.abspath(output_file)
+    # KubeflowV2DagRunner compiles no span-range resolver (its step builder takes only
+    # latest-artifact and latest-blessed-model strategies): the ExampleGen reads the range.
     tfx_pipeline = pipeline_lib.create_pipeline(config, input_base, input_pattern,
-                                                max_perplexity)
+                                                max_perplexity, resolve_spans=False)
     # Vertex keeps ML Metadata itself: a connection config would only mislead readers.
     tfx_pipeline.metadata_connection_config = None
     for component in tfx_pipeline.components:
