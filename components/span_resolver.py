@@ -59,8 +59,11 @@ class LatestSpansStrategy(tfx.dsl.experimental.SpanRangeStrategy):
                 by_span.setdefault(_span(artifact), []).append(artifact)
         one_per_span = [_newest(group) for group in by_span.values()] + [current]
         resolved = super().resolve_artifacts(store, {names.EXAMPLES: one_per_span})
-        return {names.EXAMPLES: sorted(resolved[names.EXAMPLES], key=_span),
-                CURRENT: [current]}
+        # `current` served the resolution only. Passed on, its artifact would be in both
+        # outputs, and ML Metadata records one event per artifact and execution, under one
+        # of the two keys: `examples` could lose the current span. Airflow's legacy driver
+        # needs every input key in the result.
+        return {names.EXAMPLES: sorted(resolved[names.EXAMPLES], key=_span), CURRENT: []}
 
 
 def span_resolver(example_gen_examples, span_count: int) -> tfx.dsl.Resolver:

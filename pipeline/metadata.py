@@ -113,8 +113,10 @@ def node_runs(store, run_context: metadata_store_pb2.Context,
     for event in events:
         run = runs[node_ids[event.execution_id]]
         key = event.path.steps[0].key if event.path.steps else ""
+        # INTERNAL_OUTPUT: what a resolver node resolved, under the portable orchestrator.
         side = run.outputs if event.type in (metadata_store_pb2.Event.OUTPUT,
-                                             metadata_store_pb2.Event.DECLARED_OUTPUT) \
+                                             metadata_store_pb2.Event.DECLARED_OUTPUT,
+                                             metadata_store_pb2.Event.INTERNAL_OUTPUT) \
             else run.inputs
         if event.artifact_id in artifacts:
             side.setdefault(key, []).append(artifacts[event.artifact_id])

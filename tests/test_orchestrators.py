@@ -1,6 +1,7 @@
 """Vertex AI / Kubeflow v2 compile and the Airflow DAG: built from the config, no cluster."""
 import json
 import os
+import re
 
 import pytest
 
@@ -66,8 +67,9 @@ def test_vertex_definition_names_every_component(tmp_path, capsys):
     assert trainer["cpuLimit"] == 4.0 and trainer["memoryLimit"] == 16.0
     assert not any("resources" in c for n, c in containers.items() if n != "Trainer")
     # Settings reach the components: the span range and the code wired by dotted path.
+    # Vertex has no span resolver (see the tasks above): the ExampleGen reads both spans.
     text = json.dumps(definition)
-    assert "span-{SPAN}/*.txt" in text and "span_count" in text
+    assert "span-{SPAN}/*.txt" in text and re.search(r'span_count\W+2', text)
     assert "models.trainer.run_fn" in text
     assert "Trainer" in out and "wrote" in out
 
@@ -117,7 +119,11 @@ max_perplexity = 40.0
     assert dag.dag_id == "textgen"
     assert dag.timetable.summary == "30 2 * * *"
     assert dag.max_active_runs == 1 and dag.catchup is False
-    assert COMPONENTS | {"latest_blessed_model_resolver"} == set(dag.task_ids)
+    assert COMPONENTS | {"latest_blessed_model_resolver", "span_range_resolver"} == \
+        set(dag.task_ids)
+    # The spans trained on come from the span resolver, after this run's ExampleGen.
+    assert dag.get_task("span_range_resolver").upstream_task_ids == {"TextExampleGen"}
+    assert dag.get_task("Transform").upstream_task_ids == {"span_range_resolver", "SchemaGen"}
     assert {"Transform", "SchemaGen"} <= dag.get_task("Trainer").upstream_task_ids
     assert {"Trainer", "latest_blessed_model_resolver"} <= \
         dag.get_task("Evaluator").upstream_task_ids
