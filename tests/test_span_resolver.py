@@ -31,14 +31,16 @@ def _resolve(current, examples, span_count):
 
 
 def test_the_last_n_spans_one_artifact_each_ending_at_the_current_span():
-    first_3, span_1, span_2, span_3, span_4 = (_examples(1, 3), _examples(2, 1),
-                                               _examples(3, 2), _examples(4, 3), _examples(5, 4))
-    everything = [first_3, span_1, span_2, span_3, span_4]
-    # Span 3 read twice (a changed file): the current run's artifact stands for it.
-    assert _resolve([span_3], everything, 3) == [2, 3, 4]
-    assert _resolve([first_3], everything, 2) == [3, 1]
+    first_3, span_1, first_2, span_3, span_4, again_2 = (
+        _examples(1, 3), _examples(2, 1), _examples(3, 2), _examples(4, 3), _examples(5, 4),
+        _examples(6, 2))
+    everything = [first_3, span_1, first_2, span_3, span_4, again_2]
+    # Spans 2 and 3 were read twice (a changed file): the current run's artifact stands for
+    # its span, the newest for the others; span 4 (its data removed since) is left out.
+    assert _resolve([span_3], everything, 3) == [2, 6, 4]
+    assert _resolve([first_3], everything, 2) == [6, 1]
     # A gap is skipped, not filled from further back (as the ExampleGen's own range does).
-    assert _resolve([span_4], [span_1, span_2, span_4], 2) == [5]
+    assert _resolve([span_4], [span_1, first_2, span_4], 2) == [5]
     assert _resolve([span_1], everything, 5) == [2]
 
 
