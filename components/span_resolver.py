@@ -21,8 +21,12 @@ Before SpanRangeStrategy picks the range, two filters it lacks:
     current run's artifact stands for its own span, the newest one for the others.
 Spans newer than the current one (data removed since) are left out too.
 
-A ResolverStrategy rather than a resolver function (tfx.dsl.input_resolution): Airflow's
-legacy driver runs strategies only (tfx/dsl/components/common/resolver.py).
+A ResolverStrategy rather than a resolver function (canned_resolver_functions.rolling_range):
+Airflow's legacy driver runs strategies only (tfx/dsl/components/common/resolver.py), and
+the resolver functions' span ops (ops_utils.filter_artifacts_by_span) group by the Examples
+`span` property, which TFX 1.16's ExampleGen leaves unset (its driver writes span as a
+custom property): every artifact would read as span 0, and only the newest would be kept.
+SpanRangeStrategy reads the custom property.
 """
 from typing import Dict, List, Optional
 
@@ -69,7 +73,8 @@ class LatestSpansStrategy(tfx.dsl.experimental.SpanRangeStrategy):
 def span_resolver(example_gen_examples, span_count: int) -> tfx.dsl.Resolver:
     """A Resolver whose outputs["examples"] holds the last span_count spans (oldest first),
     ending with the span of example_gen_examples (the ExampleGen's output channel)."""
-    range_config = tfx.proto.RangeConfig(rolling_range=tfx.proto.RollingRange(num_spans=span_count))
+    range_config = tfx.proto.RangeConfig(
+        rolling_range=tfx.proto.RollingRange(num_spans=span_count))
     return tfx.dsl.Resolver(
         strategy_class=LatestSpansStrategy,
         config={"range_config": range_config},
