@@ -67,7 +67,7 @@ def _describe(context, nodes: Dict[str, metadata.NodeRun]) -> RunRecord:
         # What Transform and the Trainer read: the span resolver's range when there is one
         # (components/span_resolver.py), else the ExampleGen's own output.
         resolver = nodes.get(names.SPAN_RESOLVER)
-        read = resolver.outputs.get(names.EXAMPLES, []) if resolver else [examples]
+        read = (resolver.outputs.get(names.EXAMPLES) if resolver else None) or [examples]
         record.spans = metadata.custom(examples, names.SPANS)
         if record.spans is not None and resolver:
             record.spans = spans.describe(metadata.custom(a, names.SPAN) for a in read)
