@@ -156,8 +156,8 @@ def create_pipeline(config: Config, input_base: str, input_pattern: str, max_per
     return tfx.dsl.Pipeline(
         pipeline_name=config.run.pipeline_name,
         pipeline_root=pipeline_root,
-        components=[example_gen, *range_nodes, statistics_gen, schema_gen, example_validator, transform,
-                    trainer, baseline_resolver, evaluator, pusher],
+        components=[example_gen, *range_nodes, statistics_gen, schema_gen, example_validator,
+                    transform, trainer, baseline_resolver, evaluator, pusher],
         enable_cache=True,
         metadata_connection_config=metadata_connection,
         beam_pipeline_args=beam_args(config, extra_beam_args),
