@@ -2,6 +2,9 @@
 
 A section whose results are missing says which command produces them; nothing here
 measures, so the report can be re-written at any time (`python -m bench.report`).
+
+Over 350 lines on purpose: one section function per benchmark, each short, and the page is
+easier to keep consistent when its whole layout is read in one file.
 """
 import math
 import os

@@ -1,5 +1,9 @@
 """Faults and abuse at the server (issue 6): broken pushes, removed versions, limits,
-names that try to leave the model base, and the malformed requests fuzzing turned up."""
+names that try to leave the model base, and the malformed requests fuzzing turned up.
+
+Long on purpose: the cases share the tiny model and module-scoped servers (limited, guarded),
+whose start costs more than the cases.
+"""
 import http.client
 import json
 import logging

@@ -1,5 +1,8 @@
 """The local server speaks TF Serving's protocol: called with the real PredictionServiceStub
-(requests built with tf.make_tensor_proto, as TF Serving clients do) and with plain HTTP."""
+(requests built with tf.make_tensor_proto, as TF Serving clients do) and with plain HTTP.
+
+Long on purpose: one module-scoped server and model serve every protocol case, and loading
+them costs more than all the cases together."""
 import base64
 import json
 import threading
