@@ -131,8 +131,9 @@ def test_first_run_executes_everything_blesses_and_pushes(runs, capsys):
     assert r["code"] == 0, r["out"]
     assert set(states(r["summary"]).values()) == {"COMPLETE"}
     assert set(states(r["summary"])) == {
-        "TextExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
-        "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"}
+        "TextExampleGen", "span_range_resolver", "StatisticsGen", "SchemaGen",
+        "ExampleValidator", "Transform", "Trainer", "latest_blessed_model_resolver",
+        "Evaluator", "Pusher"}
     s = r["summary"]
     assert s["blessed"] and s["pushed"] and len(r["versions"]) == 1
     assert s["splits"]["train"]["records"] > 0 and s["splits"]["eval"]["records"] > 0
