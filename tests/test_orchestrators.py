@@ -102,19 +102,27 @@ def airflow_home(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_airflow_dag_has_the_schedule_and_every_component(airflow_home):
-    from pipeline.orchestrators import airflow_dag
-    config = airflow_home / "daily.toml"
-    config.write_text(f"""
-[data]
-path = "{airflow_home}/text/span-{{SPAN}}/*.txt"
+def _airflow_config(home, data="", run="", evaluation="", rest=""):
+    """A config file for the DAG under `home`: spans of text, roots and a perplexity bound,
+    plus the given lines of each section."""
+    path = home / "airflow.toml"
+    path.write_text(f"""[data]
+path = "{home}/text/span-{{SPAN}}/*.txt"
+{data}
 [run]
-pipeline_root = "{airflow_home}/root"
-serving_dir = "{airflow_home}/serving"
-schedule = "30 2 * * *"
+pipeline_root = "{home}/root"
+serving_dir = "{home}/serving"
+{run}
 [eval]
 max_perplexity = 40.0
-""")
+{evaluation}
+{rest}""")
+    return path
+
+
+def test_airflow_dag_has_the_schedule_and_every_component(airflow_home):
+    from pipeline.orchestrators import airflow_dag
+    config = _airflow_config(airflow_home, run='schedule = "30 2 * * *"')
     dag = airflow_dag.build_dag(str(config))
     assert dag.dag_id == "textgen"
     assert dag.timetable.summary == "30 2 * * *"
@@ -234,23 +242,11 @@ def test_vertex_definition_carries_the_configs_settings(tmp_path, capsys):
 def test_airflow_tasks_carry_the_configs_settings(airflow_home):
     from pipeline.orchestrators import airflow_dag
     settings = _expected()
-    config = airflow_home / "settings.toml"
-    config.write_text(f"""
-[data]
-path = "{airflow_home}/text/span-{{SPAN}}/*.txt"
-[run]
-pipeline_root = "{airflow_home}/root"
-serving_dir = "{airflow_home}/serving"
-schedule = "15 4 * * 1"
-[eval]
-max_perplexity = 40.0
-max_regression = {MAX_REGRESSION}
-[metadata]
-backend = "mysql"
-mysql_host = "mlmd.example"
-mysql_port = 3307
-mysql_database = "textgen_airflow"
-""" + SETTINGS)
+    config = _airflow_config(
+        airflow_home, run='schedule = "15 4 * * 1"',
+        evaluation=f"max_regression = {MAX_REGRESSION}",
+        rest='[metadata]\nbackend = "mysql"\nmysql_host = "mlmd.example"\nmysql_port = 3307\n'
+             'mysql_database = "textgen_airflow"\n' + SETTINGS)
     dag = airflow_dag.build_dag(str(config))
     assert dag.timetable.summary == "15 4 * * 1"
 
@@ -280,18 +276,7 @@ def test_one_airflow_task_runs_offline(airflow_home):
     span = airflow_home / "text" / "span-3"
     span.mkdir(parents=True)
     (span / "a.txt").write_text("to be, or not to be, that is the question:\n" * 6)
-    config = airflow_home / "task.toml"
-    config.write_text(f"""
-[data]
-path = "{airflow_home}/text/span-{{SPAN}}/*.txt"
-seq_length = 20
-eval_fraction = 0.25
-[run]
-pipeline_root = "{airflow_home}/root"
-serving_dir = "{airflow_home}/serving"
-[eval]
-max_perplexity = 40.0
-""")
+    config = _airflow_config(airflow_home, data="seq_length = 20\neval_fraction = 0.25")
     dag = airflow_dag.build_dag(str(config))
     # Unlike `textgen run`, the DAG creates no folders: ML Metadata's SQLite file needs its
     # folder (docs/scheduling.md).
