@@ -71,9 +71,12 @@ def _describe(context, nodes: Dict[str, metadata.NodeRun]) -> RunRecord:
         record.spans = metadata.custom(examples, names.SPANS)
         if record.spans is not None and resolver:
             record.spans = spans.describe(metadata.custom(a, names.SPAN) for a in read)
+        # train: what the Trainer read; eval: what the Evaluator scored, the newest span's
+        # eval split only (pipeline/pipeline.py).
+        scored = {names.TRAIN: read, names.EVAL: [examples]}
         record.splits = {split: {
-            "records": _total(read, names.records_property(split)),
-            "chars": _total(read, names.chars_property(split))}
+            "records": _total(scored[split], names.records_property(split)),
+            "chars": _total(scored[split], names.chars_property(split))}
             for split in (names.TRAIN, names.EVAL)}
     graph = output(names.TRANSFORM, names.TRANSFORM_GRAPH)
     record.transform_graph_uri = graph.uri if graph is not None else None
