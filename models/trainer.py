@@ -207,6 +207,8 @@ class TrainingRecord(tf_keras.callbacks.Callback):
         if es.stopped_epoch:
             stopped = (f"early stopping: eval loss did not improve for {es.patience} "
                        f"epoch{'s' if es.patience != 1 else ''}")
+        elif last < self.params.get("epochs", last):
+            stopped = "stopped by another callback"  # e.g. TerminateOnNaN
         else:
             stopped = f"reached train.epochs = {self.params.get('epochs', last)}"
         report = {"epochs_run": last, "stopped": stopped,

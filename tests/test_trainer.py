@@ -184,3 +184,19 @@ def test_an_epoch_run_again_after_a_kill_is_recorded_once(tmp_path):
     assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3, 4]
     assert [e["val_loss"] for e in report["epochs"]][2:] == [1.6, 1.4]
     assert report["stopped"] == "reached train.epochs = 4"
+
+
+def test_a_stop_by_another_callback_is_not_reported_as_the_epoch_limit(tmp_path):
+    m = _compiled()
+    es, _, record = _callbacks(tmp_path / "state", tmp_path / "report", patience=5)
+
+    class StopAfterTheSecondEpoch(tf_keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = epoch == 1
+
+    _drive(m, [StopAfterTheSecondEpoch(), es, record], range(10), [3.0, 2.0, 1.5],
+           _weights_of(m.get_weights()))
+    with open(tmp_path / "report" / trainer.TRAINING_REPORT) as f:
+        report = json.load(f)
+    assert report["epochs_run"] == 2 and report["exported_epoch"] == 2
+    assert report["stopped"] == "stopped by another callback"
