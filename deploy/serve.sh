@@ -34,4 +34,5 @@ exec docker run --rm --name "textgen-serving-$variant" ${gpu_flags[@]+"${gpu_fla
   --file_system_poll_wait_seconds=1 \
   --monitoring_config_file=/config/monitoring.config \
   --enable_batching="${TEXTGEN_ENABLE_BATCHING:-true}" \
-  --batching_parameters_file=/config/batching.config
+  --batching_parameters_file=/config/batching.config \
+  --grpc_max_threads=128 --rest_api_num_threads=128

@@ -70,6 +70,7 @@ class Batcher:
         self._closed = False
         self.batches = 0  # model calls made, and
         self.batched_requests = 0  # the requests they answered (their ratio: merging)
+        self.largest_batch = 0  # most requests merged into one call
         self._threads = [threading.Thread(target=self._work, daemon=True,
                                           name=f"batch-{name}-{i}")
                          for i in range(parameters.num_batch_threads)]
@@ -232,6 +233,7 @@ class Batcher:
             return
         self.batches += 1
         self.batched_requests += len(tasks)
+        self.largest_batch = max(self.largest_batch, len(tasks))
         start = 0
         for task in tasks:
             end = start + task.rows

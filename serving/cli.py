@@ -78,7 +78,9 @@ def _add_serve_parser(sub) -> None:
                         "num_batch_threads, max_enqueued_batches); without it, TF Serving's "
                         "defaults. Needs --enable_batching")
     p.add_argument("--threads", type=int, default=None,
-                   help="request threads per protocol (default 4 per CPU)")
+                   help="request threads per protocol (default 4 per CPU, plus "
+                        "max_batch_size with --enable_batching: a request waits in its batch "
+                        "on its thread, so fewer threads would cap every batch)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log one line per request (debug level)")
     p.set_defaults(func=cmd_serve)

@@ -22,6 +22,14 @@ from serving.settings import (DEFAULT_GRPC_PORT, DEFAULT_LIMITS, DEFAULT_MAX_MES
 logger = logging.getLogger("textgen.serving")
 
 
+def default_threads(batching: Optional[BatchingParameters]) -> int:
+    """Request threads per protocol: TF Serving's 4 per CPU, plus max_batch_size with
+    batching on. A request waits on its thread until its batch is answered (TF Serving's
+    do too), so with fewer threads than max_batch_size no batch could fill: on 2 CPUs, 16
+    concurrent streams would run as two batches of 8. A waiting thread costs no CPU."""
+    return 4 * (os.cpu_count() or 1) + (batching.max_batch_size if batching else 0)
+
+
 def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -36,7 +44,7 @@ class Server:
       version: serve this version only (None: the latest).
       limits: server-side bounds on requests (num_chars, batch × characters, run time).
       max_message_bytes: largest gRPC message and REST body accepted or sent.
-      num_threads: request threads per protocol (TF Serving's default: 4 per CPU).
+      num_threads: request threads per protocol (None: `default_threads(batching)`).
       batching: merge concurrent requests (TF Serving's --enable_batching); None: off.
     """
 
@@ -60,7 +68,7 @@ class Server:
             poll_seconds, version, on_load_attempt=self.metrics.count_load)
         self.core = ServingCore(self.manager, limits, self.metrics)
         self._max_message_bytes = max_message_bytes
-        self._num_threads = num_threads or 4 * (os.cpu_count() or 1)
+        self._num_threads = num_threads or default_threads(batching)
         self._grpc = None
         self._http = None
         self._http_pool = None

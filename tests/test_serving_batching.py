@@ -97,6 +97,25 @@ def test_concurrent_streams_are_merged_step_by_step(batched_server):
     assert batcher.batches - before[0] < 8 * 30
 
 
+def test_a_batch_can_hold_more_requests_than_tf_servings_default_threads(
+        tiny_serving_dir, monkeypatch):
+    """A request waits in its batch on its request thread. With TF Serving's 4 threads per
+    CPU on one CPU no batch could hold more than 4 requests; the default adds a batch's worth."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    with Server(tiny_serving_dir, port=0, rest_port=None, poll_seconds=0,
+                batching=batching(max_batch_size=16)) as running:
+        clients = [GrpcClient(running.grpc_target) for _ in range(12)]
+        for client in clients:
+            client.state_size()  # connected, signatures fetched: the calls below only predict
+        # The first request runs alone (nothing queued yet); the others arrive meanwhile and
+        # must all fit in the next batch.
+        concurrently([lambda c=c, i=i: c.generate(["ab"], 2000, 1.0, seed=i + 1)
+                      for i, c in enumerate(clients)])
+        for client in clients:
+            client.close()
+        assert batcher_of(running).largest_batch >= 8
+
+
 def test_a_full_queue_answers_unavailable_at_once(tiny_serving_dir):
     """One long request runs, one waits (max_enqueued_batches=1 of max_batch_size=1 row):
     the next is refused with UNAVAILABLE over gRPC and 503 over REST, not queued."""

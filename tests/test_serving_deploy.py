@@ -73,6 +73,12 @@ def test_compose_and_serve_sh_pass_the_same_flags_and_the_files_exist():
 
     assert flags["--port"] == "8500" and flags["--rest_api_port"] == "8501"
     assert flags["--enable_batching"] == "${TEXTGEN_ENABLE_BATCHING:-true}"
+    # A request waits in its batch on a request thread: fewer threads than a full batch
+    # would cap every batch.
+    from serving import settings
+    parameters, _ = settings.read_batching_parameters(os.path.join(CONFIG, "batching.config"))
+    for flag in ("--grpc_max_threads", "--rest_api_num_threads"):
+        assert int(flags[flag]) >= 2 * parameters.max_batch_size, flag
     for flag in ("--model_config_file", "--monitoring_config_file", "--batching_parameters_file"):
         assert flags[flag].startswith("/config/")
         assert os.path.isfile(os.path.join(CONFIG, flags[flag][len("/config/"):])), flag
