@@ -289,6 +289,33 @@ def cpu_minutes_to(epochs: List[Dict], level: float) -> Optional[float]:
     return next((e["cpu_minutes_total"] for e in epochs if e["eval_loss"] <= level), None)
 
 
+def side_by_side(recipes: Dict[str, Dict]) -> List[str]:
+    """The tutorial's recipe against the default to the tutorial's best level, on one
+    machine; a tutorial run stopped above the level gives a lower bound."""
+    tutorial, default = recipes.get("tutorial"), recipes.get("default")
+    if not (tutorial and default and tutorial["epochs"] and default["epochs"]):
+        return []
+    level = TARGETS[0]
+    ours, theirs = (cpu_minutes_to(r["epochs"], level) for r in (default, tutorial))
+    if ours is None:
+        return []
+    same = all(tutorial["machine"][k] == default["machine"][k]
+               for k in ("cpu", "vector_extensions"))
+    where = (f"both on {default['machine']['cpu']} ({default['machine']['vector_extensions']})"
+             if same else f"default on {default['machine']['cpu']}, tutorial on "
+                          f"{tutorial['machine']['cpu']}: not comparable")
+    if theirs is not None:
+        verdict = (f"the tutorial's recipe needed {theirs:.0f} CPU-minutes, the default "
+                   f"{ours:.0f}: **{theirs / ours:.1f}×**")
+    else:
+        last = tutorial["epochs"][-1]
+        verdict = (f"the tutorial's recipe had not reached it after "
+                   f"{last['cpu_minutes_total']:.0f} CPU-minutes (eval loss "
+                   f"{last['eval_loss']:.4f} at epoch {last['epoch']}), the default needed "
+                   f"{ours:.0f}: **more than {last['cpu_minutes_total'] / ours:.1f}×**")
+    return ["", f"Time to the tutorial's own best level (≤ {level}), {where}: {verdict}."]
+
+
 def time_to_quality_section(r: Optional[Dict]) -> str:
     recipes = (r or {}).get("recipes") or {}
     if not recipes:
@@ -332,6 +359,7 @@ def time_to_quality_section(r: Optional[Dict]) -> str:
         ax.set_title("Time to quality, tiny Shakespeare")
         ax.legend(fontsize=7)
     out += ["", plot("time_to_quality", draw)]
+    out += side_by_side(recipes)
     f32, bf16 = recipes.get("parity_float32"), recipes.get("parity_bfloat16")
     bf16_source = "`parity_bfloat16`"
     default = recipes.get("default")
@@ -363,7 +391,7 @@ make bench-quality    # hours: section 5; resumable (re-run it after an interrup
 python -m bench.report   # (in .venv) re-writes this file from bench/results/*.json
 ```
 Single parts: `.venv/bin/python -m bench.training | bench.generation | bench.serving_load |
-bench.pipeline_cost | bench.quality [--tries tutorial,dropout,...]`. Raw numbers:
+bench.pipeline_cost | bench.quality [--recipes tutorial,default,...]`. Raw numbers:
 `bench/results/*.json`. Data: `../shared/data/tinyshakespeare.txt`.
 """
 

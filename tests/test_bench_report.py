@@ -148,3 +148,34 @@ def test_parity_takes_bf16_from_the_default_run_while_its_learning_rate_was_cons
         "parity_float32": recipe([(2.0, 2.0), (1.8, 1.8)], "float32", final=False)}}))
     report.main()
     assert "### bf16 parity" not in (docs / "benchmarks.md").read_text()
+
+
+@pytest.mark.parametrize("tutorial_losses, expected", [
+    # ≤ 1.54 at the tutorial's epoch 5 (50 CPU-min) against the default's epoch 2 (20).
+    ([(2.0, 2.1), (1.8, 1.8), (1.7, 1.7), (1.6, 1.6), (1.5, 1.53)],
+     "the tutorial's recipe needed 50 CPU-minutes, the default 20: **2.5×**"),
+    # Stopped at its cap still above 1.54: only a lower bound.
+    ([(2.0, 2.1), (1.8, 1.8), (1.7, 1.7)],
+     "had not reached it after 30 CPU-minutes (eval loss 1.7000 at epoch 3), the default "
+     "needed 20: **more than 1.5×**"),
+])
+def test_the_tutorial_side_by_side_gives_the_ratio_or_its_lower_bound(
+        dirs, tutorial_losses, expected):
+    results, docs = dirs
+    (results / "quality.json").write_text(json.dumps({"recipes": {
+        "default": recipe([(2.0, 1.9), (1.5, 1.52), (1.4, 1.49)]),
+        "tutorial": recipe(tutorial_losses, "float32")}}))
+    report.main()
+    doc = (docs / "benchmarks.md").read_text()
+    assert "both on Test CPU (avx2)" in doc
+    assert expected in doc
+
+
+def test_the_side_by_side_says_when_the_machines_differ(dirs):
+    results, docs = dirs
+    tutorial = recipe([(2.0, 2.1), (1.5, 1.53)], "float32")
+    tutorial["machine"] = {**MACHINE, "vector_extensions": "avx512f avx512_bf16"}
+    (results / "quality.json").write_text(json.dumps({"recipes": {
+        "default": recipe([(2.0, 1.9), (1.5, 1.52)]), "tutorial": tutorial}}))
+    report.main()
+    assert "tutorial on Test CPU: not comparable" in (docs / "benchmarks.md").read_text()
