@@ -52,10 +52,10 @@ def transform_output(pipeline_root):
     raise RuntimeError(f"no Transform output under {pipeline_root}: run bench.pipeline_cost first")
 
 
-def ours_dataset(tft_output, examples_uri, split="train"):
+def ours_dataset(tft_output, examples_uri, split="train", batch=BATCH):
     files = glob.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
     return trainer.input_fn(files, _Accessor(), tft_output.transformed_metadata.schema,
-                               BATCH, shuffle=split == "train", repeat=True, seed=0)
+                            batch, shuffle=split == "train", repeat=True, seed=0)
 
 
 def tutorial_dataset(text):
