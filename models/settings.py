@@ -12,6 +12,9 @@ CELLS = ("gru", "lstm")
 # "auto": mixed_bfloat16 where oneDNN runs bf16 natively, mixed_float16 on GPUs with
 # float16 tensor cores, float32 elsewhere (models/precision.py decides and says why).
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+# plateau: cut the learning rate when the eval loss stalls (the run decides its length);
+# cosine: decay it to near zero over `train.epochs` (a run whose length is its budget).
+LR_SCHEDULES = ("plateau", "cosine")
 
 
 @dataclasses.dataclass
@@ -36,8 +39,9 @@ class TrainSettings:
     # Stop after this many epochs without a lower eval loss (0: run all `epochs`); the
     # weights exported are always those of the lowest-eval-loss epoch.
     patience: int = 2
-    # ReduceLROnPlateau: after `lr_patience` epochs without a lower eval loss multiply the
-    # learning rate by `lr_factor` (1.0: a constant learning rate).
+    lr_schedule: str = "plateau"
+    # plateau (ReduceLROnPlateau): after `lr_patience` epochs without a lower eval loss
+    # multiply the learning rate by `lr_factor` (1.0: a constant learning rate).
     lr_factor: float = 0.3
     lr_patience: int = 1
     seed: int = 42

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -230,6 +231,16 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def cosine_learning_rate(peak: float, epoch: int, epochs: int) -> float:
+    """Half a cosine from `peak` to zero over `epochs`, taken at each epoch's midpoint.
+
+    Per epoch rather than per step, so it needs no step count (the train split's size is
+    unknown before the first pass); the midpoint stands for the epoch's mean of a
+    per-step cosine.
+    """
+    return peak * 0.5 * (1 + math.cos(math.pi * (epoch + 0.5) / epochs))
+
+
 def fit(model: tf_keras.Model, train_ds, eval_ds, train: TrainSettings, backup: str,
         report_dir: str, extra_callbacks=(), extra_report=None, on_epoch=None) -> Dict[str, Any]:
     """Trains `model` (compiled) with the project's callbacks; resumable at `backup`.
@@ -242,13 +253,19 @@ def fit(model: tf_keras.Model, train_ds, eval_ds, train: TrainSettings, backup: 
         monitor="val_loss", patience=train.patience or train.epochs, restore_best_weights=True)
     reduce_lr = tf_keras.callbacks.ReduceLROnPlateau(
         monitor="val_loss", factor=train.lr_factor, patience=train.lr_patience,
-        min_lr=train.learning_rate / 1000) if train.lr_factor < 1.0 else None
+        min_lr=train.learning_rate / 1000) \
+        if train.lr_schedule == "plateau" and train.lr_factor < 1.0 else None
+    # A function of the epoch alone, so a resumed run picks up the same curve.
+    schedule = [tf_keras.callbacks.LearningRateScheduler(
+        lambda epoch: cosine_learning_rate(train.learning_rate, epoch, train.epochs))] \
+        if train.lr_schedule == "cosine" else []
     # Each worker of a cluster keeps its own copy (BackupAndRestore does the same).
     state_dir = os.path.join(backup, "best" if is_chief() else
                              f"best-worker-{_tf_config()['task']['index']}")
     record = TrainingRecord(state_dir, report_dir, early_stopping, reduce_lr, extra_report,
                             on_epoch)
-    callbacks = [*extra_callbacks, early_stopping, *([reduce_lr] if reduce_lr else []), record,
+    callbacks = [*extra_callbacks, *schedule, early_stopping, *([reduce_lr] if reduce_lr else []),
+                 record,
                  tf_keras.callbacks.BackupAndRestore(os.path.join(backup, "last"))]
     model.fit(train_ds, epochs=train.epochs, steps_per_epoch=train.steps_per_epoch,
               validation_data=eval_ds, callbacks=callbacks,

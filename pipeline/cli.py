@@ -36,6 +36,7 @@ RUN_FLAGS = {
     "--precision": ("train", "precision", str),
     "--clipnorm": ("train", "clipnorm", float),
     "--patience": ("train", "patience", int),
+    "--lr-schedule": ("train", "lr_schedule", str),
     "--lr-factor": ("train", "lr_factor", float),
     "--lr-patience": ("train", "lr_patience", int),
     "--warm-start": ("train", "warm_start", bool),
@@ -72,7 +73,9 @@ FLAG_HELP = {
                    "natively, mixed_float16 on GPUs, float32 elsewhere",
     "--clipnorm": "Adam's clip of the gradients' global norm (0 = no clipping)",
     "--patience": "stop after this many epochs without a lower eval loss (0 = run every epoch)",
-    "--lr-factor": "multiply the learning rate by this (0-1] after --lr-patience epochs "
+    "--lr-schedule": "plateau: cut the learning rate when the eval loss stalls; cosine: decay "
+                     "it to near zero over --epochs (the run's length is its budget)",
+    "--lr-factor": "plateau schedule: multiply the learning rate by this (0-1] after --lr-patience epochs "
                    "without a lower eval loss (1 = constant)",
     "--lr-patience": "epochs without a lower eval loss before the learning rate drops",
     "--warm-start": "start from the latest blessed model's weights when the vocabulary and "

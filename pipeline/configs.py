@@ -9,7 +9,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 from components import text_records
-from models.settings import CELLS, PRECISIONS, ModelSettings, TrainSettings
+from models.settings import CELLS, LR_SCHEDULES, PRECISIONS, ModelSettings, TrainSettings
 
 # The tutorial's corpus, downloaded (and cached) when no --data is given.
 SHAKESPEARE_URL = "https://storage.googleapis.com/download.tensorflow.org/data/shakespeare.txt"
@@ -158,6 +158,8 @@ class Config:
         _check(_is_number(t.lr_factor) and 0 < t.lr_factor <= 1, "train.lr_factor (--lr-factor)",
                t.lr_factor, "must be in (0, 1] (1: a constant learning rate)")
         _positive_int("train.lr_patience (--lr-patience)", t.lr_patience)
+        _check(t.lr_schedule in LR_SCHEDULES, "train.lr_schedule (--lr-schedule)", t.lr_schedule,
+               f"must be {_one_of(LR_SCHEDULES)}")
         _check(t.precision in PRECISIONS, "train.precision (--precision)", t.precision,
                f"must be {_one_of(PRECISIONS)}")
         if e.max_perplexity is not None:

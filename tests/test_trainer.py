@@ -141,6 +141,40 @@ def test_fit_trains_stops_early_and_keeps_the_lowest_eval_loss(tmp_path):
     assert m.evaluate(ds, verbose=0)[0] == pytest.approx(losses[best], rel=1e-4)
 
 
+class _Interrupt(tf_keras.callbacks.Callback):
+    """Stands for a kill: raises as epoch `at` begins (the epochs before it are saved)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def test_the_cosine_schedule_decays_over_the_budget_and_resumes_on_its_curve(tmp_path):
+    ids = tf.constant([[2, 3, 4, 5, 6, 7, 2, 3, 4, 5, 6, 7]] * 8, tf.int64)
+    ds = tf.data.Dataset.from_tensor_slices(ids).batch(4).map(model.to_inputs_and_targets)
+    settings = TrainSettings(epochs=4, learning_rate=0.02, patience=0, lr_schedule="cosine")
+    backup = str(tmp_path / "backup")
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(_compiled(), ds, ds, settings, backup, str(tmp_path / "run1"),
+                    extra_callbacks=[_Interrupt(at=2)])
+    record = trainer.fit(_compiled(), ds, ds, settings, backup, str(tmp_path / "run2"))
+    rates = [e["learning_rate"] for e in record["epochs"]]
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3, 4]
+    # The same curve before and after the interruption: a function of the epoch alone.
+    expected = [0.02 * 0.5 * (1 + np.cos(np.pi * (e + 0.5) / 4)) for e in range(4)]
+    assert rates == pytest.approx(expected, rel=1e-5)
+    assert rates[0] > 0.9 * 0.02 and rates[-1] < 0.05 * 0.02
+
+
+def test_an_unknown_schedule_is_refused_with_the_choices():
+    with pytest.raises(configs.ConfigError, match="lr_schedule.*plateau.*cosine"):
+        configs.load(overrides={"train": {"lr_schedule": "linear"}})
+
+
 def test_presets_parse_and_the_tutorial_preset_is_the_tutorial():
     for name in configs.presets():
         configs.load(preset=name)
