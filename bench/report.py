@@ -282,6 +282,8 @@ def quality_section(r: Optional[Dict]) -> str:
 # Eval-loss levels whose CPU time to reach is tabled: the tutorial's own best, the
 # default recipe's target.
 TARGETS = (1.54, 1.50)
+# The recipes set side by side with the tutorial's: the default and the preset made for speed.
+SIDE_BY_SIDE = ("default", "fast")
 
 
 def cpu_minutes_to(epochs: List[Dict], level: float) -> Optional[float]:
@@ -290,30 +292,37 @@ def cpu_minutes_to(epochs: List[Dict], level: float) -> Optional[float]:
 
 
 def side_by_side(recipes: Dict[str, Dict]) -> List[str]:
-    """The tutorial's recipe against the default to the tutorial's best level, on one
-    machine; a tutorial run stopped above the level gives a lower bound."""
-    tutorial, default = recipes.get("tutorial"), recipes.get("default")
-    if not (tutorial and default and tutorial["epochs"] and default["epochs"]):
+    """The tutorial's recipe against the default and each preset made for speed, to the
+    tutorial's best level, on one machine; a tutorial run stopped above the level gives
+    a lower bound."""
+    tutorial = recipes.get("tutorial")
+    if not (tutorial and tutorial["epochs"]):
         return []
     level = TARGETS[0]
-    ours, theirs = (cpu_minutes_to(r["epochs"], level) for r in (default, tutorial))
-    if ours is None:
-        return []
-    same = all(tutorial["machine"][k] == default["machine"][k]
-               for k in ("cpu", "vector_extensions"))
-    where = (f"both on {default['machine']['cpu']} ({default['machine']['vector_extensions']})"
-             if same else f"default on {default['machine']['cpu']}, tutorial on "
-                          f"{tutorial['machine']['cpu']}: not comparable")
-    if theirs is not None:
-        verdict = (f"the tutorial's recipe needed {theirs:.0f} CPU-minutes, the default "
-                   f"{ours:.0f}: **{theirs / ours:.1f}×**")
-    else:
-        last = tutorial["epochs"][-1]
-        verdict = (f"the tutorial's recipe had not reached it after "
-                   f"{last['cpu_minutes_total']:.0f} CPU-minutes (eval loss "
-                   f"{last['eval_loss']:.4f} at epoch {last['epoch']}), the default needed "
-                   f"{ours:.0f}: **more than {last['cpu_minutes_total'] / ours:.1f}×**")
-    return ["", f"Time to the tutorial's own best level (≤ {level}), {where}: {verdict}."]
+    theirs = cpu_minutes_to(tutorial["epochs"], level)
+    lines = []
+    for name in SIDE_BY_SIDE:
+        ours_recipe = recipes.get(name)
+        ours = cpu_minutes_to(ours_recipe["epochs"], level) if ours_recipe else None
+        if ours is None:
+            continue
+        mine, other = ours_recipe["machine"], tutorial["machine"]
+        if all(mine[k] == other[k] for k in ("cpu", "vector_extensions")):
+            where = f"both on {mine['cpu']} ({mine['vector_extensions']})"
+        else:
+            where = (f"`{name}` on {mine['cpu']} ({mine['vector_extensions']}), the tutorial "
+                     f"on {other['cpu']} ({other['vector_extensions']}): not comparable")
+        if theirs is not None:
+            verdict = (f"the tutorial's recipe needed {theirs:.0f} CPU-minutes, `{name}` "
+                       f"{ours:.0f}: **{theirs / ours:.1f}×**")
+        else:
+            last = tutorial["epochs"][-1]
+            verdict = (f"the tutorial's recipe had not reached it after "
+                       f"{last['cpu_minutes_total']:.0f} CPU-minutes (eval loss "
+                       f"{last['eval_loss']:.4f} at epoch {last['epoch']}), `{name}` needed "
+                       f"{ours:.0f}: **more than {last['cpu_minutes_total'] / ours:.1f}×**")
+        lines += ["", f"Time to the tutorial's own best level (≤ {level}), {where}: {verdict}."]
+    return lines
 
 
 def time_to_quality_section(r: Optional[Dict]) -> str:

@@ -153,10 +153,10 @@ def test_parity_takes_bf16_from_the_default_run_while_its_learning_rate_was_cons
 @pytest.mark.parametrize("tutorial_losses, expected", [
     # ≤ 1.54 at the tutorial's epoch 5 (50 CPU-min) against the default's epoch 2 (20).
     ([(2.0, 2.1), (1.8, 1.8), (1.7, 1.7), (1.6, 1.6), (1.5, 1.53)],
-     "the tutorial's recipe needed 50 CPU-minutes, the default 20: **2.5×**"),
+     "the tutorial's recipe needed 50 CPU-minutes, `default` 20: **2.5×**"),
     # Stopped at its cap still above 1.54: only a lower bound.
     ([(2.0, 2.1), (1.8, 1.8), (1.7, 1.7)],
-     "had not reached it after 30 CPU-minutes (eval loss 1.7000 at epoch 3), the default "
+     "had not reached it after 30 CPU-minutes (eval loss 1.7000 at epoch 3), `default` "
      "needed 20: **more than 1.5×**"),
 ])
 def test_the_tutorial_side_by_side_gives_the_ratio_or_its_lower_bound(
@@ -178,4 +178,17 @@ def test_the_side_by_side_says_when_the_machines_differ(dirs):
     (results / "quality.json").write_text(json.dumps({"recipes": {
         "default": recipe([(2.0, 1.9), (1.5, 1.52)]), "tutorial": tutorial}}))
     report.main()
-    assert "tutorial on Test CPU: not comparable" in (docs / "benchmarks.md").read_text()
+    assert ("`default` on Test CPU (avx2), the tutorial on Test CPU (avx512f avx512_bf16): "
+            "not comparable") in (docs / "benchmarks.md").read_text()
+
+
+def test_the_side_by_side_has_a_line_for_the_fast_preset_too(dirs):
+    results, docs = dirs
+    (results / "quality.json").write_text(json.dumps({"recipes": {
+        "default": recipe([(2.0, 1.9), (1.5, 1.52)]),
+        "fast": recipe([(1.5, 1.53)]),
+        "tutorial": recipe([(2.0, 2.1), (1.5, 1.8), (2.0, 1.53)], "float32")}}))
+    report.main()
+    doc = (docs / "benchmarks.md").read_text()
+    assert "needed 30 CPU-minutes, `default` 20: **1.5×**" in doc
+    assert "needed 30 CPU-minutes, `fast` 10: **3.0×**" in doc
