@@ -211,7 +211,11 @@ def main(argv: Optional[List[str]] = None):
             entry.update({k: final[k] for k in ("epochs_run", "stopped", "exported_epoch",
                                                 "evaluator_nats", "nanogpt_nats")})
             entry["cpu_minutes"] = final["cpu_seconds"] / 60
-        results["recipes"][recipe.name] = entry
+        # Re-read first: a recipe run by another process since this one started keeps its
+        # entry.
+        results.update(common.load_result(RESULTS) or {}, data=prepared,
+                       vocab_size=data.vocab_size)
+        results.setdefault("recipes", {})[recipe.name] = entry
         common.save_result(RESULTS, results)
         return entry
 

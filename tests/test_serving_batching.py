@@ -1,5 +1,6 @@
 """`textgen serve --enable_batching`: concurrent requests share model calls, each still
 gets exactly its own answer; the parameters are TF Serving's, read from its file format."""
+import contextlib
 import json
 import os
 import threading
@@ -104,15 +105,14 @@ def test_a_batch_can_hold_more_requests_than_tf_servings_default_threads(
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     with Server(tiny_serving_dir, port=0, rest_port=None, poll_seconds=0,
                 batching=batching(max_batch_size=16)) as running:
-        clients = [GrpcClient(running.grpc_target) for _ in range(12)]
-        for client in clients:
-            client.state_size()  # connected, signatures fetched: the calls below only predict
-        # The first request runs alone (nothing queued yet); the others arrive meanwhile and
-        # must all fit in the next batch.
-        concurrently([lambda c=c, i=i: c.generate(["ab"], 2000, 1.0, seed=i + 1)
-                      for i, c in enumerate(clients)])
-        for client in clients:
-            client.close()
+        with contextlib.ExitStack() as stack:
+            clients = [stack.enter_context(GrpcClient(running.grpc_target)) for _ in range(12)]
+            for client in clients:
+                client.state_size()  # connected, signatures fetched: the calls below only predict
+            # The first request runs alone (nothing queued yet); the others arrive meanwhile
+            # and must all fit in the next batch.
+            concurrently([lambda c=c, i=i: c.generate(["ab"], 2000, 1.0, seed=i + 1)
+                          for i, c in enumerate(clients)])
         assert batcher_of(running).largest_batch >= 8
 
 
