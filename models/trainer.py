@@ -264,8 +264,8 @@ def fit(model: tf_keras.Model, train_ds, eval_ds, train: TrainSettings, backup: 
                              f"best-worker-{_tf_config()['task']['index']}")
     record = TrainingRecord(state_dir, report_dir, early_stopping, reduce_lr, extra_report,
                             on_epoch)
-    callbacks = [*extra_callbacks, *schedule, early_stopping, *([reduce_lr] if reduce_lr else []),
-                 record,
+    callbacks = [*extra_callbacks, *schedule, early_stopping,
+                 *([reduce_lr] if reduce_lr else []), record,
                  tf_keras.callbacks.BackupAndRestore(os.path.join(backup, "last"))]
     model.fit(train_ds, epochs=train.epochs, steps_per_epoch=train.steps_per_epoch,
               validation_data=eval_ds, callbacks=callbacks,

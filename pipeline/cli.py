@@ -75,8 +75,8 @@ FLAG_HELP = {
     "--patience": "stop after this many epochs without a lower eval loss (0 = run every epoch)",
     "--lr-schedule": "plateau: cut the learning rate when the eval loss stalls; cosine: decay "
                      "it to near zero over --epochs (the run's length is its budget)",
-    "--lr-factor": "plateau schedule: multiply the learning rate by this (0-1] after --lr-patience epochs "
-                   "without a lower eval loss (1 = constant)",
+    "--lr-factor": "plateau schedule: multiply the learning rate by this (0-1] after "
+                   "--lr-patience epochs without a lower eval loss (1 = constant)",
     "--lr-patience": "epochs without a lower eval loss before the learning rate drops",
     "--warm-start": "start from the latest blessed model's weights when the vocabulary and "
                     "shape allow",
