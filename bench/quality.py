@@ -49,6 +49,11 @@ RECIPES = [
     # (24.2 CPU-min in this harness): a tutorial run still above 1.54 there shows >= 4x.
     Recipe("tutorial", "`--preset tutorial` until its eval loss reaches 1.54 or 100 CPU-min",
            "tutorial", until_loss=1.54, max_cpu_minutes=100),
+    # The tutorial's first 2 epochs again, when a later recipe is to be set beside the
+    # tutorial's run from an earlier day: same data order and losses (seeded), so what it
+    # checks is whether an epoch costs the same CPU time on the day's machine.
+    Recipe("tutorial_check", "`--preset tutorial`, its first 2 epochs (CPU time check)",
+           "tutorial", overrides={"train": {"epochs": 2}}),
     # A try at the tutorial's level in a quarter of its time: a smaller LSTM (0.6x the
     # default's CPU per step) whose learning rate decays over a 4-epoch budget.
     Recipe("lstm768_cosine4", "LSTM 768, dropout 0.2, 4 epochs, cosine learning-rate decay",
