@@ -9,7 +9,9 @@ Reported per mode and client count: requests/s, characters/s, p50/p99 request la
 errors (anything but a completed response). Tutorial-sized model, untrained weights
 (speed does not depend on their values). Each mode runs with server-side batching off
 and on (`textgen serve --enable_batching --batching_parameters_file`, by default the
-deploy/config/batching.config that TF Serving uses).
+deploy/config/batching.config that TF Serving uses). The client counts are measured in
+turn, `--rounds` times, and the ratios to one client are taken within each round: this
+machine's speed drifts by more between minutes than the gains being measured.
 """
 import argparse
 import os
@@ -118,19 +120,40 @@ def load(target: str, mode: str, clients: int, seconds: float):
     return result
 
 
-def measure(export_dir: str, batching_file, clients, seconds, modes):
+def summarize(rounds):
+    """Per client count, the round with the median chars/s, and beside it every round's
+    chars/s and the median of the rounds' ratios to one client's chars/s in the same round
+    (the machine's speed drifts between rounds more than between the levels of one)."""
+    levels = []
+    for i, row in enumerate(rounds[0]):
+        runs = sorted((r[i] for r in rounds), key=lambda r: r["chars_per_s"])
+        level = dict(runs[(len(runs) - 1) // 2])
+        level["rounds_chars_per_s"] = [r[i]["chars_per_s"] for r in rounds]
+        level["errors"] = sum(r[i]["errors"] for r in rounds)
+        if rounds[0][0]["clients"] == 1:
+            level["paired_ratio"] = float(np.median(
+                [r[i]["chars_per_s"] / r[0]["chars_per_s"] for r in rounds]))
+        levels.append(level)
+    return levels
+
+
+def measure(export_dir: str, batching_file, clients, seconds, modes, rounds=1):
     port = free_port()
     server = start_server(export_dir, port, batching_file)
-    results = {mode: [] for mode in modes}
+    results = {}
     try:
         for mode in modes:
             load(f"127.0.0.1:{port}", mode, 1, 3)  # warm-up: first calls trace and allocate
-            for count in clients:
-                row = load(f"127.0.0.1:{port}", mode, count, seconds)
-                results[mode].append(row)
-                print(mode, "batching" if batching_file else "alone",
-                      {k: (round(v, 1) if isinstance(v, float) else v)
-                       for k, v in row.items() if k != "error_examples"}, flush=True)
+            measured = []
+            for round_ in range(rounds):
+                measured.append([])
+                for count in clients:
+                    row = load(f"127.0.0.1:{port}", mode, count, seconds)
+                    measured[-1].append(row)
+                    print(mode, "batching" if batching_file else "alone", f"round {round_ + 1}",
+                          {k: (round(v, 1) if isinstance(v, float) else v)
+                           for k, v in row.items() if k != "error_examples"}, flush=True)
+            results[mode] = summarize(measured)
     finally:
         server.terminate()
         try:
@@ -147,6 +170,9 @@ def main(argv=None):
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--rnn-units", type=int, default=1024)
     parser.add_argument("--modes", default="generate,stream")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="times each mode's client counts are measured, in turn; the "
+                             "table shows the median round and the median ratio")
     parser.add_argument("--batching-config", default=BATCHING_CONFIG,
                         help="BatchingParameters file for the runs with batching on")
     args = parser.parse_args(argv)
@@ -158,13 +184,14 @@ def main(argv=None):
     with open(args.batching_config, encoding="utf-8") as f:
         config_text = f.read()
     results = {"chars_per_request": CHARS, "rnn_units": args.rnn_units,
-               "seconds_per_level": args.seconds,
+               "seconds_per_level": args.seconds, "rounds": args.rounds,
                "batching_config": "".join(line + "\n" for line in config_text.splitlines()
                                           if line.strip() and not line.startswith("#")),
                "modes": {mode: {} for mode in modes}}
     try:
         for batching, batching_file in (("off", None), ("on", args.batching_config)):
-            measured = measure(export_dir, batching_file, clients, args.seconds, modes)
+            measured = measure(export_dir, batching_file, clients, args.seconds, modes,
+                               args.rounds)
             for mode in modes:
                 results["modes"][mode][batching] = measured[mode]
     finally:

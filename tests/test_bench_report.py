@@ -193,3 +193,33 @@ def test_the_side_by_side_has_a_line_for_each_recipe_it_names(dirs, monkeypatch)
     doc = (docs / "benchmarks.md").read_text()
     assert "needed 30 CPU-minutes, `default` 20: **1.5×**" in doc
     assert "needed 30 CPU-minutes, `fast` 10: **3.0×**" in doc
+
+
+def load_row(clients, chars_per_s, errors=0):
+    return {"clients": clients, "seconds": 10.0, "requests": int(chars_per_s * 10),
+            "requests_per_s": chars_per_s, "chars_per_s": chars_per_s, "p50_ms": 5.0,
+            "p99_ms": 9.0, "errors": errors, "error_examples": []}
+
+
+def test_serving_rounds_pair_each_level_with_one_client_of_the_same_round(dirs):
+    from bench import serving_load
+    # The machine slows down between rounds: ratios must be taken within a round.
+    rounds = [[load_row(1, 100), load_row(16, 300)],
+              [load_row(1, 50), load_row(16, 200, errors=1)],
+              [load_row(1, 200), load_row(16, 500)]]
+    one, sixteen = serving_load.summarize(rounds)
+    assert one["chars_per_s"] == 100 and one["paired_ratio"] == 1.0
+    assert sixteen["rounds_chars_per_s"] == [300, 200, 500]
+    assert sixteen["chars_per_s"] == 300  # the median round's row
+    assert sixteen["paired_ratio"] == pytest.approx(3.0)  # median of 3.0, 4.0, 2.5
+    assert sixteen["errors"] == 1  # every round's errors count
+
+    results, docs = dirs
+    common.save_result("serving_load", {
+        "chars_per_request": 200, "rnn_units": 64, "seconds_per_level": 10, "rounds": 3,
+        "batching_config": "", "machine": MACHINE,
+        "modes": {"stream": {"on": [one, sixteen]}}})
+    report.main()
+    text = (docs / "benchmarks.md").read_text()
+    assert "16 clients make 3.00× the chars/s of one" in text
+    assert "measured in turn 3 times" in text
