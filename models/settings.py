@@ -13,10 +13,8 @@ CELLS = ("gru", "lstm")
 # float16 tensor cores, float32 elsewhere (models/precision.py decides and says why).
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 # plateau: cut the learning rate when the eval loss stalls (the run decides its length);
-# cosine: decay it to near zero over `train.epochs` (a run whose length is its budget);
-# anneal: constant, then `lr_factor` times it for the last of `train.epochs` (a budget too
-# short for a decay: the cut's quick gain lands inside it).
-LR_SCHEDULES = ("plateau", "cosine", "anneal")
+# cosine: decay it to near zero over `train.epochs` (a run whose length is its budget).
+LR_SCHEDULES = ("plateau", "cosine")
 
 
 @dataclasses.dataclass
@@ -43,8 +41,7 @@ class TrainSettings:
     patience: int = 2
     lr_schedule: str = "plateau"
     # plateau (ReduceLROnPlateau): after `lr_patience` epochs without a lower eval loss
-    # multiply the learning rate by `lr_factor` (1.0: a constant learning rate); anneal:
-    # the last epoch's learning rate is `lr_factor` times it.
+    # multiply the learning rate by `lr_factor` (1.0: a constant learning rate).
     lr_factor: float = 0.3
     lr_patience: int = 1
     seed: int = 42

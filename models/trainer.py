@@ -241,11 +241,6 @@ def cosine_learning_rate(peak: float, epoch: int, epochs: int) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * (epoch + 0.5) / epochs))
 
 
-def annealed_learning_rate(peak: float, factor: float, epoch: int, epochs: int) -> float:
-    """`peak` for every epoch but the last, `peak × factor` for the last."""
-    return peak * factor if epoch >= epochs - 1 else peak
-
-
 def fit(model: tf_keras.Model, train_ds, eval_ds, train: TrainSettings, backup: str,
         report_dir: str, extra_callbacks=(), extra_report=None, on_epoch=None) -> Dict[str, Any]:
     """Trains `model` (compiled) with the project's callbacks; resumable at `backup`.
@@ -260,14 +255,10 @@ def fit(model: tf_keras.Model, train_ds, eval_ds, train: TrainSettings, backup: 
         monitor="val_loss", factor=train.lr_factor, patience=train.lr_patience,
         min_lr=train.learning_rate / 1000) \
         if train.lr_schedule == "plateau" and train.lr_factor < 1.0 else None
-    # Functions of the epoch alone, so a resumed run picks up the same curve.
-    curves = {"cosine": lambda epoch: cosine_learning_rate(train.learning_rate, epoch,
-                                                           train.epochs),
-              "anneal": lambda epoch: annealed_learning_rate(train.learning_rate,
-                                                             train.lr_factor, epoch,
-                                                             train.epochs)}
-    schedule = [tf_keras.callbacks.LearningRateScheduler(curves[train.lr_schedule])] \
-        if train.lr_schedule in curves else []
+    # A function of the epoch alone, so a resumed run picks up the same curve.
+    schedule = [tf_keras.callbacks.LearningRateScheduler(
+        lambda epoch: cosine_learning_rate(train.learning_rate, epoch, train.epochs))] \
+        if train.lr_schedule == "cosine" else []
     # Each worker of a cluster keeps its own copy (BackupAndRestore does the same).
     state_dir = os.path.join(backup, "best" if is_chief() else
                              f"best-worker-{_tf_config()['task']['index']}")

@@ -74,11 +74,9 @@ FLAG_HELP = {
     "--clipnorm": "Adam's clip of the gradients' global norm (0 = no clipping)",
     "--patience": "stop after this many epochs without a lower eval loss (0 = run every epoch)",
     "--lr-schedule": "plateau: cut the learning rate when the eval loss stalls; cosine: decay "
-                     "it to near zero over --epochs (the run's length is its budget); "
-                     "anneal: constant, cut by --lr-factor for the last of --epochs",
+                     "it to near zero over --epochs (the run's length is its budget)",
     "--lr-factor": "plateau schedule: multiply the learning rate by this (0-1] after "
-                   "--lr-patience epochs without a lower eval loss (1 = constant); anneal: "
-                   "the last epoch's rate is this times --learning-rate",
+                   "--lr-patience epochs without a lower eval loss (1 = constant)",
     "--lr-patience": "epochs without a lower eval loss before the learning rate drops",
     "--warm-start": "start from the latest blessed model's weights when the vocabulary and "
                     "shape allow",
