@@ -335,7 +335,11 @@ def side_by_side(recipes: Dict[str, Dict]) -> List[str]:
                        f"{last['cpu_minutes_total']:.0f} CPU-minutes (eval loss "
                        f"{last['eval_loss']:.4f} at epoch {last['epoch']}), `{name}` needed "
                        f"{ours:.0f}: **more than {last['cpu_minutes_total'] / ours:.1f}×**")
-        lines += ["", f"Time to the tutorial's own best level (≤ {level}), {where}: {verdict}."]
+        # An epoch's CPU time drifts between hours on a shared host: say when each ran.
+        when = (f" (runs ending {mine['date']} and {other['date']})"
+                if mine["date"] != other["date"] else "")
+        lines += ["", f"Time to the tutorial's own best level (≤ {level}), {where}{when}: "
+                      f"{verdict}."]
     return lines
 
 

@@ -182,6 +182,17 @@ def test_the_side_by_side_says_when_the_machines_differ(dirs):
             "not comparable") in (docs / "benchmarks.md").read_text()
 
 
+def test_the_side_by_side_says_when_each_ran_if_at_different_times(dirs):
+    results, docs = dirs
+    tutorial = recipe([(2.0, 2.1), (1.5, 1.53)], "float32")
+    tutorial["machine"] = {**MACHINE, "date": "later"}
+    (results / "quality.json").write_text(json.dumps({"recipes": {
+        "default": recipe([(2.0, 1.9), (1.5, 1.52)]), "tutorial": tutorial}}))
+    report.main()
+    assert "both on Test CPU (avx2) (runs ending today and later):" in \
+        (docs / "benchmarks.md").read_text()
+
+
 def test_the_side_by_side_has_a_line_for_each_recipe_it_names(dirs, monkeypatch):
     monkeypatch.setattr(report, "SIDE_BY_SIDE", ("default", "fast"))
     results, docs = dirs
