@@ -16,7 +16,7 @@ endif
 help:
 	@echo "make run ARGS='--data FILE ...'   run the pipeline (see: .venv/bin/textgen run --help)"
 	@echo "make test                         the whole test suite (sets up .venv first)"
-	@echo "make bench                        quick benchmarks (20-35 min) → docs/benchmarks.md"
+	@echo "make bench                        quick benchmarks (30-45 min) → docs/benchmarks.md"
 	@echo "make bench-quality                the long model-quality run (hours; resumable)"
 	@echo "make install                      create/refresh .venv from requirements/lock.txt"
 	@echo "make lock                         re-resolve requirements/requirements.in"

@@ -297,7 +297,7 @@ def quality_section(r: Optional[Dict]) -> str:
 # default recipe's target.
 TARGETS = (1.54, 1.50)
 # The recipes set side by side with the tutorial's: the default and the preset made for speed.
-SIDE_BY_SIDE = ("default", "fast")
+SIDE_BY_SIDE = ("default", "fast", "gru768_lr3e-3")
 
 
 def cpu_minutes_to(epochs: List[Dict], level: float) -> Optional[float]:
@@ -413,7 +413,7 @@ def time_to_quality_section(r: Optional[Dict]) -> str:
 
 COMMANDS = """\
 ```
-make bench            # 20-35 min here, as the machine drifts: sections 1-4 (sets up .venv on a fresh clone)
+make bench            # 30-45 min here, as the machine drifts: sections 1-4 (sets up .venv on a fresh clone)
 make bench-quality    # hours: section 5; resumable (re-run it after an interruption)
 python -m bench.report   # (in .venv) re-writes this file from bench/results/*.json
 ```
