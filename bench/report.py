@@ -131,17 +131,9 @@ def generation_section(r: Optional[Dict]) -> str:
         plot("generation", draw)]) + "\n"
 
 
-MEDIAN_NOTE = " (the median of the rounds' ratios; the row shown is the median round)"
-
-
 def ratio_to_one(level: Dict, alone: float) -> float:
     """Paired within rounds when the levels were measured in rounds."""
     return level.get("paired_ratio", level["chars_per_s"] / alone)
-
-
-def rounds_text(r: Dict) -> str:
-    rounds = r.get("rounds", 1)
-    return f"the levels measured in turn {rounds} times, " if rounds > 1 else ""
 
 
 def serving_section(r: Optional[Dict]) -> str:
@@ -176,15 +168,19 @@ def serving_section(r: Optional[Dict]) -> str:
         ax.set_title("Serving under load (loopback gRPC)")
         ax.legend()
     config = r.get("batching_config", "").strip()
+    rounds = r.get("rounds", 1)  # results written before rounds existed had one
+    in_rounds, medians = (
+        (f"the levels measured in turn {rounds} times, ",
+         " (the median of the rounds' ratios; the row shown is the median round)")
+        if rounds > 1 else ("", ""))
     return "\n".join([
         f"`textgen serve` in its own process; N client threads on loopback gRPC, "
-        f"{r['seconds_per_level']:.0f} s per level, {rounds_text(r)}each request "
-        f"{r['chars_per_request']} "
-        f"characters at batch 1 (`generate`), or one character per request (`stream`: "
+        f"{r['seconds_per_level']:.0f} s per level, {in_rounds}each request "
+        f"{r['chars_per_request']} characters at batch 1 (`generate`), or one character per request (`stream`: "
         f"the one-step signature, state carried by the client). GRU {r['rnn_units']}. "
         f"Batching on: `--enable_batching` with these parameters: "
         f"`{' '.join(config.splitlines())}`. × 1 client: chars/s over one client's in the "
-        f"same run{MEDIAN_NOTE if r.get('rounds', 1) > 1 else ''}.\n",
+        f"same run{medians}.\n",
         table(["mode", "batching", "clients", "requests/s", "chars/s", "× 1 client", "p50 ms",
                "p99 ms", "p50 200-char stream s", "errors"], rows), "",
         *[f"- {line}" for line in ratios], "", plot("serving", draw)]) + "\n"
@@ -296,7 +292,8 @@ def quality_section(r: Optional[Dict]) -> str:
 # Eval-loss levels whose CPU time to reach is tabled: the tutorial's own best, the
 # default recipe's target.
 TARGETS = (1.54, 1.50)
-# The recipes set side by side with the tutorial's: the default and the preset made for speed.
+# The recipes set side by side with the tutorial's: the default, the preset made for speed,
+# and the try that may replace it.
 SIDE_BY_SIDE = ("default", "fast", "gru768_lr3e-3")
 
 

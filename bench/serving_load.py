@@ -125,7 +125,7 @@ def summarize(rounds):
     chars/s and the median of the rounds' ratios to one client's chars/s in the same round
     (the machine's speed drifts between rounds more than between the levels of one)."""
     levels = []
-    for i, row in enumerate(rounds[0]):
+    for i in range(len(rounds[0])):
         runs = sorted((r[i] for r in rounds), key=lambda r: r["chars_per_s"])
         level = dict(runs[(len(runs) - 1) // 2])
         level["rounds_chars_per_s"] = [r[i]["chars_per_s"] for r in rounds]
@@ -137,7 +137,7 @@ def summarize(rounds):
     return levels
 
 
-def measure(export_dir: str, batching_file, clients, seconds, modes, rounds=1):
+def measure(export_dir: str, batching_file, clients, seconds, modes, rounds):
     port = free_port()
     server = start_server(export_dir, port, batching_file)
     results = {}
