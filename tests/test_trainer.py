@@ -184,7 +184,7 @@ def test_presets_parse_and_the_tutorial_preset_is_the_tutorial():
     assert (tutorial.train.batch_size, tutorial.train.learning_rate, tutorial.train.epochs,
             tutorial.train.precision, tutorial.train.patience) == (64, 1e-3, 20, "float32", 0)
     fast = configs.load(preset="fast")
-    assert (fast.model.cell, fast.model.rnn_units, fast.train.epochs) == ("lstm", 768, 5)
+    assert (fast.model.cell, fast.model.rnn_units, fast.train.epochs) == ("gru", 768, 5)
     # Flags still win over a preset.
     assert configs.load(overrides={"train": {"epochs": 2}}, preset="tutorial").train.epochs == 2
     with pytest.raises(configs.ConfigError, match="preset 'nope'"):
