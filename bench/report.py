@@ -176,7 +176,8 @@ def serving_section(r: Optional[Dict]) -> str:
     return "\n".join([
         f"`textgen serve` in its own process; N client threads on loopback gRPC, "
         f"{r['seconds_per_level']:.0f} s per level, {in_rounds}each request "
-        f"{r['chars_per_request']} characters at batch 1 (`generate`), or one character per request (`stream`: "
+        f"{r['chars_per_request']} characters at batch 1 (`generate`), or one character per "
+        f"request (`stream`: "
         f"the one-step signature, state carried by the client). GRU {r['rnn_units']}. "
         f"Batching on: `--enable_batching` with these parameters: "
         f"`{' '.join(config.splitlines())}`. × 1 client: chars/s over one client's in the "
