@@ -223,8 +223,26 @@ class TrainingRecord(tf_keras.callbacks.Callback):
             logger.info("training stopped after epoch %d (%s); exporting epoch %d "
                         "(eval loss %.4f nats/char)", last, stopped, es.best_epoch + 1, es.best)
         # The run is complete: a later run of the same training starts afresh.
-        if tf.io.gfile.exists(self.state_dir):
-            tf.io.gfile.rmtree(self.state_dir)
+        remove_tree(self.state_dir)
+
+
+def remove_tree(path: str) -> None:
+    """Removes `path` and everything under it, if it exists.
+
+    In a cluster the chief removes the whole backup while each worker is still removing
+    its own part of it, so files listed by one walk can be gone before it deletes them:
+    that is not an error, and the walk is retried until the folder is gone.
+    """
+    for _ in range(10):
+        try:
+            if tf.io.gfile.exists(path):
+                tf.io.gfile.rmtree(path)
+            return
+        except tf.errors.NotFoundError:
+            continue
+    if tf.io.gfile.exists(path):
+        raise RuntimeError(f"could not remove {path}: files keep appearing in it; "
+                           "is another training writing there?")
 
 
 def _plain(value):
@@ -273,8 +291,8 @@ def fit(model: tf_keras.Model, train_ds, eval_ds, train: TrainSettings, backup: 
               # per-epoch line would repeat TrainingRecord's.
               verbose=1 if sys.stdout.isatty() else 0)
     # Finished: nothing to resume. BackupAndRestore empties its folder but leaves it.
-    if is_chief() and tf.io.gfile.exists(backup):
-        tf.io.gfile.rmtree(backup)
+    if is_chief():
+        remove_tree(backup)
     with tf.io.gfile.GFile(os.path.join(report_dir, TRAINING_REPORT), "r") as f:
         return json.loads(f.read())
 

@@ -236,3 +236,25 @@ def test_a_stop_by_another_callback_is_not_reported_as_the_epoch_limit(tmp_path)
         report = json.load(f)
     assert report["epochs_run"] == 2 and report["exported_epoch"] == 2
     assert report["stopped"] == "stopped by another callback"
+
+
+def test_removing_a_backup_another_worker_is_emptying_is_not_an_error(tmp_path, monkeypatch):
+    backup = tmp_path / "backup"
+    (backup / "best-worker-1").mkdir(parents=True)
+    (backup / "best-worker-1" / "best_weights.npz").write_bytes(b"x")
+    real_rmtree = tf.io.gfile.rmtree
+    calls = []
+
+    def rmtree_racing_a_worker(path):
+        calls.append(path)
+        if len(calls) == 1:  # the worker deletes its file under the chief's walk
+            os.remove(backup / "best-worker-1" / "best_weights.npz")
+            raise tf.errors.NotFoundError(None, None, "best_weights.npz: No such file")
+        real_rmtree(path)
+
+    monkeypatch.setattr(tf.io.gfile, "rmtree", rmtree_racing_a_worker)
+    trainer.remove_tree(str(backup))
+    assert not backup.exists()
+    assert len(calls) == 2
+    trainer.remove_tree(str(backup))  # already gone: nothing to do
+    assert len(calls) == 2
