@@ -100,12 +100,19 @@ class CharPerplexity(tf_keras.metrics.Metric):
         return tf.exp(self.total_nll / tf.maximum(self.total_chars, 1.0))
 
 
-def compile_model(model: tf_keras.Model, learning_rate: float,
-                  clipnorm: float = 0.0) -> tf_keras.Model:
-    """Adam on the masked loss; `clipnorm` > 0 clips the global gradient norm."""
-    model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate,
-                                                     global_clipnorm=clipnorm or None),
-                  loss=MaskedCharLoss(), metrics=[CharPerplexity()])
+def compile_model(model: tf_keras.Model, learning_rate: float, clipnorm: float = 0.0,
+                  weight_decay: float = 0.0) -> tf_keras.Model:
+    """Adam on the masked loss; `clipnorm` > 0 clips the global gradient norm;
+    `weight_decay` > 0 makes it AdamW, decaying every weight but the biases."""
+    if weight_decay:
+        optimizer = tf_keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay,
+                                              global_clipnorm=clipnorm or None)
+        # A bias shifts an activation rather than scaling an input: shrinking it towards
+        # zero regularises nothing.
+        optimizer.exclude_from_weight_decay(var_names=["bias"])
+    else:
+        optimizer = tf_keras.optimizers.Adam(learning_rate, global_clipnorm=clipnorm or None)
+    model.compile(optimizer=optimizer, loss=MaskedCharLoss(), metrics=[CharPerplexity()])
     return model
 
 

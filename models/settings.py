@@ -36,6 +36,9 @@ class TrainSettings:
     # Adam's global gradient-norm clip (0: off): keeps an early large step at a high
     # learning rate from throwing the RNN's weights far off.
     clipnorm: float = 1.0
+    # Decoupled weight decay (AdamW; 0: plain Adam): each step shrinks the weight matrices
+    # by learning_rate × weight_decay of themselves. Biases are never decayed.
+    weight_decay: float = 0.0
     # Stop after this many epochs without a lower eval loss (0: run all `epochs`); the
     # weights exported are always those of the lowest-eval-loss epoch.
     patience: int = 2

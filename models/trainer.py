@@ -344,7 +344,8 @@ def run_fn(fn_args) -> None:
     try:
         with strategy.scope():
             model = char_model.compile_model(char_model.build_model(vocab_size, model_settings),
-                                             train.learning_rate, train.clipnorm)
+                                             train.learning_rate, train.clipnorm,
+                                             train.weight_decay)
             started = warm_start.apply(model, vocab, char_model.shape_of(model), config["mode"],
                                        config["serving_dir"], enabled=train.warm_start)
         _write_json(os.path.join(run_dir, WARM_START_REPORT), started)

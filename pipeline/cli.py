@@ -35,6 +35,7 @@ RUN_FLAGS = {
     "--seed": ("train", "seed", int),
     "--precision": ("train", "precision", str),
     "--clipnorm": ("train", "clipnorm", float),
+    "--weight-decay": ("train", "weight_decay", float),
     "--patience": ("train", "patience", int),
     "--lr-schedule": ("train", "lr_schedule", str),
     "--lr-factor": ("train", "lr_factor", float),
@@ -72,6 +73,7 @@ FLAG_HELP = {
     "--precision": "Keras mixed-precision policy; auto: mixed_bfloat16 where the CPU runs bf16 "
                    "natively, mixed_float16 on GPUs, float32 elsewhere",
     "--clipnorm": "Adam's clip of the gradients' global norm (0 = no clipping)",
+    "--weight-decay": "AdamW's decoupled weight decay per unit of learning rate (0 = Adam)",
     "--patience": "stop after this many epochs without a lower eval loss (0 = run every epoch)",
     "--lr-schedule": "plateau: cut the learning rate when the eval loss stalls; cosine: decay "
                      "it to near zero over --epochs (the run's length is its budget)",

@@ -153,6 +153,8 @@ class Config:
         _check(isinstance(t.seed, int), "train.seed", t.seed, "must be an integer")
         _check(_is_number(t.clipnorm) and t.clipnorm >= 0, "train.clipnorm (--clipnorm)",
                t.clipnorm, "must be >= 0 (0: no clipping)")
+        _check(_is_number(t.weight_decay) and t.weight_decay >= 0,
+               "train.weight_decay (--weight-decay)", t.weight_decay, "must be >= 0 (0: Adam)")
         _check(isinstance(t.patience, int) and t.patience >= 0, "train.patience (--patience)",
                t.patience, "must be an integer >= 0 (0: never stop early)")
         _check(_is_number(t.lr_factor) and 0 < t.lr_factor <= 1, "train.lr_factor (--lr-factor)",

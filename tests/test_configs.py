@@ -33,6 +33,8 @@ def test_yaml_file(tmp_path):
     ({"data": {"mode": "words"}}, r"data\.mode"),
     ({"model": {"rnn_units": -3}}, r"model\.rnn_units"),
     ({"model": {"dropout": 1.0}}, r"model\.dropout"),
+    ({"train": {"weight_decay": -0.1}},
+     r"train\.weight_decay \(--weight-decay\) = -0\.1: must be >= 0"),
     ({"eval": {"max_perplexity": 0.5}}, r"eval\.max_perplexity"),
     ({"train": {"nonsense": 1}}, r"unknown setting train\.nonsense"),
     ({"training": {}}, r"unknown section \[training\]"),

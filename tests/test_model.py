@@ -63,3 +63,22 @@ def test_a_few_training_steps_lower_the_loss():
     history = m.fit(x, y, epochs=15, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0] * 0.7
     assert m.output_shape[-1] == vocab_size + features.NUM_RESERVED_IDS
+
+
+def test_weight_decay_shrinks_the_weight_matrices_by_lr_times_decay_and_spares_the_biases():
+    lr, decay = 0.01, 5.0
+    ids = tf.constant([[2, 3, 4, 5, 6, 7, 2, 3]] * 4, tf.int64)
+    x, y = model.to_inputs_and_targets(ids)
+    after = {}
+    for wd in (0.0, decay):
+        m = model.compile_model(build_tiny_model(seed=3), learning_rate=lr, weight_decay=wd)
+        before = {w.name: w.numpy() for w in m.trainable_weights}
+        m.fit(x, y, epochs=1, batch_size=4, shuffle=False, verbose=0)  # one step
+        after[wd] = {w.name: w.numpy() for w in m.trainable_weights}
+    assert type(m.optimizer).__name__ == "AdamW"
+    for name, w0 in before.items():
+        gap = after[0.0][name] - after[decay][name]
+        if "bias" in name:
+            np.testing.assert_array_equal(gap, 0.0, err_msg=name)
+        else:  # the same gradient step, plus the decay of what the weight was
+            np.testing.assert_allclose(gap, lr * decay * w0, atol=1e-6, err_msg=name)
