@@ -99,13 +99,6 @@ RECIPES = [
     # What came of it: behind the preset from epoch 2 on, 1.4687 after 9 (nanoGPT 1.4465).
     Recipe("quality_d0.3_wd0.2", "`--preset quality` with dropout 0.3 and weight decay 0.2",
            "quality", overrides={"model": {"dropout": 0.3}, "train": {"weight_decay": 0.2}}),
-    # The preset's last epochs overfit (train 1.21 with dropout on, eval 1.46), and the first
-    # layer's input weights are the only ones no dropout reaches: dropout on the embedding's
-    # output as well, as Zaremba et al. drop every non-recurrent connection.
-    # What came of it: far behind from the first epoch (1.586 against 1.515 at epoch 4, behind
-    # dropout 0.5's 1.559 too); stopped by hand there.
-    Recipe("quality_input_dropout0.2", "`--preset quality` with input dropout 0.2 (on the "
-           "embedding's output)", "quality", overrides={"model": {"input_dropout": 0.2}}),
     # The preset's 9 epochs are its budget at 11.5-13.5 CPU-min an epoch; where the day's
     # machine runs them in about 11.5, a tenth fits in 2 CPU-hours, the decay stretched over it.
     Recipe("quality_10epochs", "`--preset quality` over 10 epochs (the decay over 10)",

@@ -23,8 +23,6 @@ def build_model(vocab_size: int, settings: ModelSettings) -> tf_keras.Model:
     s = settings
     ids = tf_keras.Input(shape=(None,), dtype=tf.int64, name=features.IDS_KEY)
     x = tf_keras.layers.Embedding(vocab_size, s.embedding_dim, name="embedding")(ids)
-    if s.input_dropout:
-        x = tf_keras.layers.Dropout(s.input_dropout, name="input_dropout")(x)
     for i in range(s.rnn_layers):
         if s.cell == "gru":
             layer = tf_keras.layers.GRU(s.rnn_units, return_sequences=True, reset_after=True,
@@ -51,7 +49,7 @@ def shape_of(model: tf_keras.Model) -> Dict[str, Any]:
 
 def settings_of(shape: Dict[str, Any]) -> ModelSettings:
     """ModelSettings from a shape_of() dict (dropout: none, it is training-only)."""
-    return dataclasses.replace(ModelSettings(**shape), dropout=0.0, input_dropout=0.0)
+    return dataclasses.replace(ModelSettings(**shape), dropout=0.0)
 
 
 def rnn_layers_of(model: tf_keras.Model) -> List[tf_keras.layers.Layer]:

@@ -24,9 +24,6 @@ class ModelSettings:
     rnn_layers: int = 1
     cell: str = "lstm"  # gru or lstm
     dropout: float = 0.3  # between layers and before the output; never recurrent (cuDNN)
-    # On the embedding's output, the first layer's input (Zaremba et al. drop every
-    # non-recurrent connection): the first layer's input weights are otherwise unregularised.
-    input_dropout: float = 0.0
 
 
 @dataclasses.dataclass

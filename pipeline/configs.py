@@ -142,8 +142,6 @@ class Config:
         _check(m.cell in CELLS, "model.cell (--cell)", m.cell, f"must be {_one_of(CELLS)}")
         _check(_is_number(m.dropout) and 0 <= m.dropout < 1, "model.dropout (--dropout)",
                m.dropout, "must be in [0, 1)")
-        _check(_is_number(m.input_dropout) and 0 <= m.input_dropout < 1,
-               "model.input_dropout (--input-dropout)", m.input_dropout, "must be in [0, 1)")
         _positive_int("train.epochs (--epochs)", t.epochs)
         if t.steps_per_epoch is not None:
             _positive_int("train.steps_per_epoch (--steps-per-epoch)", t.steps_per_epoch)

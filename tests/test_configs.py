@@ -33,8 +33,6 @@ def test_yaml_file(tmp_path):
     ({"data": {"mode": "words"}}, r"data\.mode"),
     ({"model": {"rnn_units": -3}}, r"model\.rnn_units"),
     ({"model": {"dropout": 1.0}}, r"model\.dropout"),
-    ({"model": {"input_dropout": -0.2}},
-     r"model\.input_dropout \(--input-dropout\) = -0\.2: must be in \[0, 1\)"),
     ({"train": {"weight_decay": -0.1}},
      r"train\.weight_decay \(--weight-decay\) = -0\.1: must be >= 0"),
     ({"eval": {"max_perplexity": 0.5}}, r"eval\.max_perplexity"),

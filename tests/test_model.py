@@ -24,27 +24,6 @@ def test_gru_settings_stay_cudnn_compatible():
     assert gru.reset_after and gru.recurrent_dropout == 0 and not gru.unroll and gru.use_bias
 
 
-def test_input_dropout_drops_the_first_layers_input_in_training_only():
-    import tf_keras
-    from models.settings import ModelSettings
-    settings = ModelSettings(embedding_dim=64, rnn_units=8, cell="gru", dropout=0.0,
-                             input_dropout=0.5)
-    m = model.build_model(12, settings)
-    plain = model.build_model(12, model.settings_of(model.shape_of(m)))
-    plain.set_weights(m.get_weights())
-    ids = tf.constant([[2, 3, 4, 5, 6, 7, 8, 9]] * 4, tf.int64)
-    embedded = m.get_layer("embedding")(ids).numpy()
-    # The layer sits between the embedding and the first recurrent layer.
-    first_input = tf_keras.Model(m.input, model.rnn_layers_of(m)[0].input)
-    dropped = first_input(ids, training=True).numpy()
-    kept = dropped != 0
-    assert 0.35 < kept.mean() < 0.65
-    np.testing.assert_allclose(dropped[kept], embedded[kept] / 0.5, rtol=1e-6)
-    # At inference (and so in every export) the network is the one without it.
-    np.testing.assert_array_equal(first_input(ids, training=False).numpy(), embedded)
-    np.testing.assert_allclose(m(ids, training=False), plain(ids), rtol=1e-6)
-
-
 def test_inputs_and_targets_are_shifted_by_one():
     inputs, targets = model.to_inputs_and_targets(tf.constant([[2, 3, 4, 5]]))
     assert inputs.numpy().tolist() == [[2, 3, 4]] and targets.numpy().tolist() == [[3, 4, 5]]
