@@ -102,7 +102,7 @@ RECIPES = [
     # The preset's 9 epochs are its budget at 11.5-13.5 CPU-min an epoch; where the day's
     # machine runs them in about 11.5, a tenth fits in 2 CPU-hours, the decay stretched over it.
     # What came of it: ahead of the preset from epoch 8 (1.4575 against 1.459), 1.4340 on
-    # nanoGPT's protocol at 101 CPU-min, then no better in epochs 9-10 (and 13.2-14.1 CPU-min
+    # nanoGPT's protocol at 101 CPU-min, then no better in epochs 9-10 (and 11.4-14.1 CPU-min
     # an epoch that day: 129 for all 10). The preset keeps 9.
     Recipe("quality_10epochs", "`--preset quality` over 10 epochs (the decay over 10)",
            "quality", overrides={"train": {"epochs": 10}}, max_cpu_minutes=120),
