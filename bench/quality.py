@@ -116,7 +116,9 @@ RECIPES = [
     # What came of it (Zen 5, 2026-12-01): 6.5-7.4 CPU-min an epoch; ahead of the preset from
     # epoch 8, best at epoch 9 (1.4539; nanoGPT 1.4319) at 61 CPU-min while the learning rate
     # was still 4.7e-4, then overfitting again; early stopping after 12. The decay over 11
-    # instead, so the rate is low by then:
+    # instead, so the rate is low by then. What came of it: worse, 1.4645 at epoch 8 (nanoGPT
+    # 1.4418), then flat at 1.469-1.470: the faster decay stopped learning before the
+    # dropout's slower learning had caught up.
     Recipe("quality_d0.45_11epochs", "`--preset quality`, dropout 0.45, the decay over 11 "
            "epochs", "quality", overrides={"model": {"dropout": 0.45}, "train": {"epochs": 11}},
            max_cpu_minutes=120),
