@@ -107,7 +107,7 @@ RECIPES = [
     Recipe("quality_10epochs", "`--preset quality` over 10 epochs (the decay over 10)",
            "quality", overrides={"train": {"epochs": 10}}, max_cpu_minutes=120),
     # On the Zen 5 EPYC (AVX-512 with AVX512_BF16, 2 cores) a step of the preset's network
-    # costs about 2.5 CPU-s in bf16, half the AMX Xeon's: 2 CPU-hours hold about 16 epochs.
+    # costs about 2.5 CPU-s in bf16, half the AMX Xeon's: 2 CPU-hours hold about 17 epochs.
     # The preset overfits by its end (train 1.21, eval 1.46); dropout 0.5 learned too slowly
     # for 9 epochs. Here: more dropout and more epochs, the decay stretched over 14.
     Recipe("quality_d0.45_14epochs", "`--preset quality`, dropout 0.45, the decay over 14 "
