@@ -94,6 +94,18 @@ def is_chief() -> bool:
         and "chief" not in cluster
 
 
+def own_dir(path: str) -> str:
+    """`path` on the chief; a folder of its own inside it on any other worker.
+
+    Every worker of a cluster gets the same model_run_dir, so what each one writes there
+    (reports, its copy of the export) would otherwise be written by all at once.
+    """
+    if is_chief():
+        return path
+    task = _tf_config()["task"]
+    return os.path.join(path, f"{task['type']}-{task['index']}")
+
+
 def backup_dir(fn_args) -> str:
     """Where an interrupted training's last completed epoch is kept, stable across re-runs.
 
@@ -341,6 +353,8 @@ def run_fn(fn_args) -> None:
     logger.info("precision: %s (%s)", policy, why)
     tf_keras.mixed_precision.set_global_policy(policy)
     run_dir = fn_args.model_run_dir
+    report_dir = own_dir(run_dir)
+    tf.io.gfile.makedirs(report_dir)
     try:
         with strategy.scope():
             model = char_model.compile_model(char_model.build_model(vocab_size, model_settings),
@@ -348,11 +362,11 @@ def run_fn(fn_args) -> None:
                                              train.weight_decay)
             started = warm_start.apply(model, vocab, char_model.shape_of(model), config["mode"],
                                        config["serving_dir"], enabled=train.warm_start)
-        _write_json(os.path.join(run_dir, WARM_START_REPORT), started)
+        _write_json(os.path.join(report_dir, WARM_START_REPORT), started)
         logger.info("training: vocabulary %d characters (+%d reserved ids), %s",
                     len(vocab), features.NUM_RESERVED_IDS,
                     json.dumps(dataclasses.asdict(model_settings)))
-        fit(model, train_ds, eval_ds, train, backup_dir(fn_args), run_dir,
+        fit(model, train_ds, eval_ds, train, backup_dir(fn_args), report_dir,
             extra_callbacks=[
                 tf_keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch"),
                 tf_keras.callbacks.ModelCheckpoint(
@@ -362,7 +376,7 @@ def run_fn(fn_args) -> None:
         # Every worker of a cluster takes part in saving (collective ops); only the chief's
         # copy lands where the Pusher looks.
         export_dir = fn_args.serving_model_dir if is_chief() else os.path.join(
-            run_dir, f"worker-{_tf_config().get('task', {}).get('index', 0)}-export")
+            report_dir, "export")
         export.save(model, vocab, mode=config["mode"], export_dir=export_dir)
     finally:
         # The policy is process-wide; other components may run in this process next.
