@@ -122,6 +122,14 @@ RECIPES = [
     Recipe("quality_d0.45_11epochs", "`--preset quality`, dropout 0.45, the decay over 11 "
            "epochs", "quality", overrides={"model": {"dropout": 0.45}, "train": {"epochs": 11}},
            max_cpu_minutes=120),
+    # The AVX2-only clause: where bf16 is emulated, `auto` trains the default in
+    # float32, as the tutorial; it must still be no slower to any eval loss the tutorial's
+    # recipe reaches. The same two recipes, run on an AVX2-only CPU (their `machine` says
+    # which), under names of their own so the AVX-512 rows stay beside them.
+    Recipe("tutorial_avx2", "`--preset tutorial` on an AVX2-only CPU, until its eval loss "
+           "reaches 1.54 or 100 CPU-min", "tutorial", until_loss=1.54, max_cpu_minutes=100),
+    Recipe("default_avx2", "the defaults of `textgen run` on an AVX2-only CPU, until its eval "
+           "loss reaches 1.54 or 100 CPU-min", until_loss=1.54, max_cpu_minutes=100),
     # The same 9 epochs with the plateau schedule the preset had before: 2e-3 throughout.
     Recipe("quality_plateau", "`--preset quality` with the plateau schedule, 9 epochs",
            "quality", overrides={"train": {"lr_schedule": "plateau"}}),
