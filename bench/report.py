@@ -293,8 +293,18 @@ def quality_section(r: Optional[Dict]) -> str:
 # Eval-loss levels whose CPU time to reach is tabled: the tutorial's own best, the
 # default recipe's target.
 TARGETS = (1.54, 1.50)
-# The recipes set side by side with the tutorial's: the default and the preset made for speed.
-SIDE_BY_SIDE = ("default", "fast")
+# The tutorial's runs and the recipes set side by side with each (run on the same machine):
+# the default and the preset made for speed; on an AVX2-only CPU, the default again.
+SIDE_BY_SIDE = {"tutorial": ("default", "fast"), "tutorial_avx2": ("default_avx2",)}
+
+
+def cpu_label(machine: Dict[str, str]) -> str:
+    """The CPU's name and what decides its training speed here: one model name (\"AMD
+    EPYC\") covers AVX2-only and AVX-512 BF16 generations."""
+    ext = machine["vector_extensions"].split()
+    kind = ("AMX" if "amx_bf16" in ext else "AVX-512 BF16" if "avx512_bf16" in ext
+            else "AVX-512" if "avx512f" in ext else "AVX2" if "avx2" in ext else "no AVX2")
+    return f"{machine['cpu']} ({kind})"
 
 
 def cpu_minutes_to(epochs: List[Dict], level: float) -> Optional[float]:
@@ -303,41 +313,55 @@ def cpu_minutes_to(epochs: List[Dict], level: float) -> Optional[float]:
 
 
 def side_by_side(recipes: Dict[str, Dict]) -> List[str]:
-    """The tutorial's recipe against the default and each preset made for speed, to the
-    tutorial's best level, on one machine; a tutorial run stopped above the level gives
-    a lower bound."""
-    tutorial = recipes.get("tutorial")
-    if not (tutorial and tutorial["epochs"]):
-        return []
-    level = TARGETS[0]
-    theirs = cpu_minutes_to(tutorial["epochs"], level)
+    """Each tutorial run against the recipes set beside it, to the tutorial's best level
+    and to every level its epochs reached; a tutorial run stopped above the level gives a
+    lower bound."""
     lines = []
-    for name in SIDE_BY_SIDE:
-        ours_recipe = recipes.get(name)
-        ours = cpu_minutes_to(ours_recipe["epochs"], level) if ours_recipe else None
-        if ours is None:
-            continue
-        mine, other = ours_recipe["machine"], tutorial["machine"]
-        if all(mine[k] == other[k] for k in ("cpu", "vector_extensions")):
-            where = f"both on {mine['cpu']} ({mine['vector_extensions']})"
-        else:
-            where = (f"`{name}` on {mine['cpu']} ({mine['vector_extensions']}), the tutorial "
-                     f"on {other['cpu']} ({other['vector_extensions']}): not comparable")
-        if theirs is not None:
-            verdict = (f"the tutorial's recipe needed {theirs:.0f} CPU-minutes, `{name}` "
-                       f"{ours:.0f}: **{theirs / ours:.1f}×**")
-        else:
-            last = tutorial["epochs"][-1]
-            verdict = (f"the tutorial's recipe had not reached it after "
-                       f"{last['cpu_minutes_total']:.0f} CPU-minutes (eval loss "
-                       f"{last['eval_loss']:.4f} at epoch {last['epoch']}), `{name}` needed "
-                       f"{ours:.0f}: **more than {last['cpu_minutes_total'] / ours:.1f}×**")
-        # An epoch's CPU time drifts between hours on a shared host: say when each ran.
-        when = (f" (runs ending {mine['date']} and {other['date']})"
-                if mine["date"] != other["date"] else "")
-        lines += ["", f"Time to the tutorial's own best level (≤ {level}), {where}{when}: "
-                      f"{verdict}."]
+    for tutorial_name, names in SIDE_BY_SIDE.items():
+        tutorial = recipes.get(tutorial_name)
+        if tutorial and tutorial["epochs"]:
+            for name in names:
+                if recipes.get(name):
+                    lines += compare(tutorial_name, tutorial, name, recipes[name])
     return lines
+
+
+def compare(tutorial_name: str, tutorial: Dict, name: str, ours_recipe: Dict) -> List[str]:
+    level = TARGETS[0]
+    ours = cpu_minutes_to(ours_recipe["epochs"], level)
+    if ours is None:
+        return []
+    theirs = cpu_minutes_to(tutorial["epochs"], level)
+    mine, other = ours_recipe["machine"], tutorial["machine"]
+    if all(mine[k] == other[k] for k in ("cpu", "vector_extensions")):
+        where = f"both on {cpu_label(mine)}: {mine['vector_extensions']}"
+    else:
+        where = (f"`{name}` on {cpu_label(mine)}, `{tutorial_name}` on {cpu_label(other)}: "
+                 "not comparable")
+    if theirs is not None:
+        verdict = (f"the tutorial's recipe needed {theirs:.0f} CPU-minutes, `{name}` "
+                   f"{ours:.0f}: **{theirs / ours:.1f}×**")
+    else:
+        last = tutorial["epochs"][-1]
+        verdict = (f"the tutorial's recipe had not reached it after "
+                   f"{last['cpu_minutes_total']:.0f} CPU-minutes (eval loss "
+                   f"{last['eval_loss']:.4f} at epoch {last['epoch']}), `{name}` needed "
+                   f"{ours:.0f}: **more than {last['cpu_minutes_total'] / ours:.1f}×**")
+    # Not only at the end: at every eval loss the tutorial's run reached on its way.
+    ratios = [(e["cpu_minutes_total"] / cpu_minutes_to(ours_recipe["epochs"], e["eval_loss"]),
+               e["eval_loss"]) for e in tutorial["epochs"]
+              if cpu_minutes_to(ours_recipe["epochs"], e["eval_loss"]) is not None]
+    if ratios:
+        worst, at = min(ratios)
+        verdict += (f"; over the {len(ratios)} eval losses its epochs reached (down to "
+                    f"{min(r[1] for r in ratios):.4f}), `{name}` was "
+                    + (f"no slower at any: {worst:.1f}× at the least (at {at:.4f})"
+                       if worst >= 1 else f"**slower** at {at:.4f} ({worst:.2f}×)"))
+    # An epoch's CPU time drifts between hours on a shared host: say when each ran.
+    when = (f" (runs ending {mine['date']} and {other['date']})"
+            if mine["date"] != other["date"] else "")
+    return ["", f"Time to the tutorial's own best level (≤ {level}), {where}{when}: "
+                f"{verdict}."]
 
 
 def time_to_quality_section(r: Optional[Dict]) -> str:
@@ -351,7 +375,7 @@ def time_to_quality_section(r: Optional[Dict]) -> str:
             continue
         best = min(epochs, key=lambda e: e["eval_loss"])
         reach = [cpu_minutes_to(epochs, level) for level in TARGETS]
-        rows.append([f"`{name}`", t["what"], t["machine"]["cpu"], t["precision"],
+        rows.append([f"`{name}`", t["what"], cpu_label(t["machine"]), t["precision"],
                      f"{t['model']['cell']} {t['model']['rnn_layers']}×{t['model']['rnn_units']}"
                      f", dropout {t['model']['dropout']}",
                      f"{t['train']['batch_size']} / {t['train']['learning_rate']:g}",

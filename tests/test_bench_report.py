@@ -167,7 +167,7 @@ def test_the_tutorial_side_by_side_gives_the_ratio_or_its_lower_bound(
         "tutorial": recipe(tutorial_losses, "float32")}}))
     report.main()
     doc = (docs / "benchmarks.md").read_text()
-    assert "both on Test CPU (avx2)" in doc
+    assert "both on Test CPU (AVX2): avx2" in doc
     assert expected in doc
 
 
@@ -178,7 +178,7 @@ def test_the_side_by_side_says_when_the_machines_differ(dirs):
     (results / "quality.json").write_text(json.dumps({"recipes": {
         "default": recipe([(2.0, 1.9), (1.5, 1.52)]), "tutorial": tutorial}}))
     report.main()
-    assert ("`default` on Test CPU (avx2), the tutorial on Test CPU (avx512f avx512_bf16): "
+    assert ("`default` on Test CPU (AVX2), `tutorial` on Test CPU (AVX-512 BF16): "
             "not comparable") in (docs / "benchmarks.md").read_text()
 
 
@@ -189,12 +189,12 @@ def test_the_side_by_side_says_when_each_ran_if_at_different_times(dirs):
     (results / "quality.json").write_text(json.dumps({"recipes": {
         "default": recipe([(2.0, 1.9), (1.5, 1.52)]), "tutorial": tutorial}}))
     report.main()
-    assert "both on Test CPU (avx2) (runs ending today and later):" in \
+    assert "both on Test CPU (AVX2): avx2 (runs ending today and later):" in \
         (docs / "benchmarks.md").read_text()
 
 
 def test_the_side_by_side_has_a_line_for_each_recipe_it_names(dirs, monkeypatch):
-    monkeypatch.setattr(report, "SIDE_BY_SIDE", ("default", "fast"))
+    monkeypatch.setattr(report, "SIDE_BY_SIDE", {"tutorial": ("default", "fast")})
     results, docs = dirs
     (results / "quality.json").write_text(json.dumps({"recipes": {
         "default": recipe([(2.0, 1.9), (1.5, 1.52)]),
@@ -204,6 +204,45 @@ def test_the_side_by_side_has_a_line_for_each_recipe_it_names(dirs, monkeypatch)
     doc = (docs / "benchmarks.md").read_text()
     assert "needed 30 CPU-minutes, `default` 20: **1.5×**" in doc
     assert "needed 30 CPU-minutes, `fast` 10: **3.0×**" in doc
+
+
+@pytest.mark.parametrize("ours, expected", [
+    # Level with the tutorial's first two epochs (10 CPU-min each), ahead at its third.
+    ([(2.0, 2.1), (1.5, 1.52), (1.4, 1.49)],
+     "over the 3 eval losses its epochs reached (down to 1.5300), `default` was no slower at "
+     "any: 1.0× at the least (at 1.8000)"),
+    # First to 1.54, but behind at 1.8: 20 CPU-min for the tutorial, 30 for it.
+    ([(2.0, 2.05), (1.9, 1.9), (1.5, 1.53)],
+     "`default` was **slower** at 1.8000 (0.67×)"),
+])
+def test_the_side_by_side_compares_at_every_level_the_tutorial_reached(dirs, ours, expected):
+    results, docs = dirs
+    (results / "quality.json").write_text(json.dumps({"recipes": {
+        "default": recipe(ours), "tutorial": recipe([(2.0, 2.1), (1.8, 1.8), (1.5, 1.53)])}}))
+    report.main()
+    assert expected in (docs / "benchmarks.md").read_text()
+
+
+def test_the_avx2_tutorial_run_is_set_beside_the_avx2_default_only(dirs):
+    results, docs = dirs
+    avx512 = {**MACHINE, "vector_extensions": "avx2 avx512f avx512_bf16"}
+    runs = {"tutorial": recipe([(2.0, 2.1), (1.5, 1.53)], "float32"),
+            "default": recipe([(1.5, 1.53)]),
+            "tutorial_avx2": recipe([(2.0, 2.1), (1.9, 1.9), (1.7, 1.7), (1.5, 1.53)],
+                                    "float32"),
+            "default_avx2": recipe([(2.0, 2.0), (1.5, 1.53)], "float32")}
+    for name in ("tutorial", "default"):
+        runs[name]["machine"] = avx512
+    (results / "quality.json").write_text(json.dumps({"recipes": runs}))
+    report.main()
+    doc = (docs / "benchmarks.md").read_text()
+    assert ("both on Test CPU (AVX-512 BF16): avx2 avx512f avx512_bf16: the tutorial's recipe "
+            "needed 20 CPU-minutes, `default` 10: **2.0×**") in doc
+    assert ("both on Test CPU (AVX2): avx2: the tutorial's recipe needed 40 CPU-minutes, "
+            "`default_avx2` 20: **2.0×**") in doc
+    # The table's CPU column tells the two generations apart.
+    assert "| `default_avx2` | a recipe | Test CPU (AVX2) |" in doc
+    assert "| `default` | a recipe | Test CPU (AVX-512 BF16) |" in doc
 
 
 def load_row(clients, chars_per_s, errors=0):
