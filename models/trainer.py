@@ -257,6 +257,22 @@ def remove_tree(path: str) -> None:
                            "is another training writing there?")
 
 
+class WorkersMeet(tf_keras.callbacks.Callback):
+    """At the end of training, waits until every worker of a cluster has got there.
+
+    Keras' callbacks run unsynchronised after the last epoch's evaluation: without this,
+    the chief's BackupAndRestore deletes the backup folder while a slower worker is still
+    writing its last epoch's checkpoint into it (its temporary copy lives inside), and that
+    worker fails. One all-reduce is the meeting point; alone, there is nothing to wait for.
+    """
+
+    def on_train_end(self, logs=None):
+        strategy = self.model.distribute_strategy
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            strategy.reduce(tf.distribute.ReduceOp.SUM,
+                            strategy.run(tf.function(lambda: tf.constant(1.0))), axis=None)
+
+
 def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
@@ -294,15 +310,18 @@ def fit(model: tf_keras.Model, train_ds, eval_ds, train: TrainSettings, backup: 
                              f"best-worker-{_tf_config()['task']['index']}")
     record = TrainingRecord(state_dir, report_dir, early_stopping, reduce_lr, extra_report,
                             on_epoch)
+    # In this order at the end: each worker's record removes its own state, the workers
+    # meet, and only then does the chief's BackupAndRestore delete the backup.
     callbacks = [*extra_callbacks, *schedule, early_stopping,
-                 *([reduce_lr] if reduce_lr else []), record,
+                 *([reduce_lr] if reduce_lr else []), record, WorkersMeet(),
                  tf_keras.callbacks.BackupAndRestore(os.path.join(backup, "last"))]
     model.fit(train_ds, epochs=train.epochs, steps_per_epoch=train.steps_per_epoch,
               validation_data=eval_ds, callbacks=callbacks,
               # At a terminal, Keras' live bar shows progress within an epoch; in a log, its
               # per-epoch line would repeat TrainingRecord's.
               verbose=1 if sys.stdout.isatty() else 0)
-    # Finished: nothing to resume. BackupAndRestore empties its folder but leaves it.
+    # Finished: nothing to resume. BackupAndRestore empties its folder but leaves it; the
+    # other workers are done with the backup (WorkersMeet).
     if is_chief():
         remove_tree(backup)
     with tf.io.gfile.GFile(os.path.join(report_dir, TRAINING_REPORT), "r") as f:

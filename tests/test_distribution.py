@@ -113,6 +113,17 @@ def compile_and_record(model, *args, **kwargs):
 
 
 char_model.compile_model = compile_and_record
+# A worker slower to back up its epoch than the chief (on a loaded machine, one is): the
+# chief must not delete the backup while this worker still writes into it.
+if os.environ.get("SLOW_BACKUP") == "1":
+    import time
+    import tf_keras
+    back_up = tf_keras.callbacks.BackupAndRestore.on_epoch_end
+
+    def slow_back_up(self, epoch, logs=None):
+        time.sleep(2)
+        back_up(self, epoch, logs)
+    tf_keras.callbacks.BackupAndRestore.on_epoch_end = slow_back_up
 fit = trainer.fit
 record = {}
 
@@ -207,6 +218,8 @@ def _start_run_fn(data, root, config_path, out_path, tf_config):
     env.pop("TF_CONFIG", None)
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
+        if tf_config["task"]["index"] == 1:
+            env["SLOW_BACKUP"] = "1"
     return subprocess.Popen([sys.executable, "-c", RUN_FN, REPO, data["transform"],
                              data["examples"], str(root), str(config_path), str(out_path)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -289,6 +302,9 @@ def test_two_workers_share_the_global_batch_and_export_once(transformed, tmp_pat
     worker1_export = run_dir / "worker-1" / "export"
     assert (serving / "saved_model.pb").is_file() and (worker1_export / "saved_model.pb").is_file()
     assert not (run_dir / "worker-0").exists()
+    # The chief deleted the backup after the slower worker had written its last epoch there
+    # (before, that worker failed mid-write, or recreated the folder after the delete).
+    assert not list((two / "backup").iterdir())
     for report in ("training.json", "warm_start.json", "epochs.json"):
         assert (run_dir / report).is_file() and (run_dir / "worker-1" / report).is_file()
     chief_weights, worker1_weights = _variables(str(serving)), _variables(str(worker1_export))
