@@ -329,7 +329,7 @@ def side_by_side(recipes: Dict[str, Dict]) -> List[str]:
 def compare(tutorial_name: str, tutorial: Dict, name: str, ours_recipe: Dict) -> List[str]:
     level = TARGETS[0]
     ours = cpu_minutes_to(ours_recipe["epochs"], level)
-    if ours is None:
+    if not ours_recipe["epochs"]:
         return []
     theirs = cpu_minutes_to(tutorial["epochs"], level)
     mine, other = ours_recipe["machine"], tutorial["machine"]
@@ -338,7 +338,12 @@ def compare(tutorial_name: str, tutorial: Dict, name: str, ours_recipe: Dict) ->
     else:
         where = (f"`{name}` on {cpu_label(mine)}, `{tutorial_name}` on {cpu_label(other)}: "
                  "not comparable")
-    if theirs is not None:
+    if ours is None:
+        # Not there yet (an interrupted run): the levels on the way still compare.
+        last = ours_recipe["epochs"][-1]
+        verdict = (f"`{name}` had not reached it yet, {last['eval_loss']:.4f} at epoch "
+                   f"{last['epoch']} after {last['cpu_minutes_total']:.0f} CPU-minutes")
+    elif theirs is not None:
         verdict = (f"the tutorial's recipe needed {theirs:.0f} CPU-minutes, `{name}` "
                    f"{ours:.0f}: **{theirs / ours:.1f}×**")
     else:

@@ -223,6 +223,17 @@ def test_the_side_by_side_compares_at_every_level_the_tutorial_reached(dirs, our
     assert expected in (docs / "benchmarks.md").read_text()
 
 
+def test_a_recipe_short_of_the_level_still_compares_on_the_way(dirs):
+    results, docs = dirs
+    (results / "quality.json").write_text(json.dumps({"recipes": {
+        "default": recipe([(2.0, 2.05), (1.7, 1.75)], final=False),
+        "tutorial": recipe([(2.0, 2.1), (1.8, 1.8), (1.5, 1.53)])}}))
+    report.main()
+    assert ("`default` had not reached it yet, 1.7500 at epoch 2 after 20 CPU-minutes; over "
+            "the 2 eval losses its epochs reached (down to 1.8000), `default` was no slower at "
+            "any: 1.0× at the least (at 1.8000)") in (docs / "benchmarks.md").read_text()
+
+
 def test_the_avx2_tutorial_run_is_set_beside_the_avx2_default_only(dirs):
     results, docs = dirs
     avx512 = {**MACHINE, "vector_extensions": "avx2 avx512f avx512_bf16"}
