@@ -327,10 +327,10 @@ def side_by_side(recipes: Dict[str, Dict]) -> List[str]:
 
 
 def compare(tutorial_name: str, tutorial: Dict, name: str, ours_recipe: Dict) -> List[str]:
-    level = TARGETS[0]
-    ours = cpu_minutes_to(ours_recipe["epochs"], level)
     if not ours_recipe["epochs"]:
         return []
+    level = TARGETS[0]
+    ours = cpu_minutes_to(ours_recipe["epochs"], level)
     theirs = cpu_minutes_to(tutorial["epochs"], level)
     mine, other = ours_recipe["machine"], tutorial["machine"]
     if all(mine[k] == other[k] for k in ("cpu", "vector_extensions")):
@@ -353,9 +353,10 @@ def compare(tutorial_name: str, tutorial: Dict, name: str, ours_recipe: Dict) ->
                    f"{last['eval_loss']:.4f} at epoch {last['epoch']}), `{name}` needed "
                    f"{ours:.0f}: **more than {last['cpu_minutes_total'] / ours:.1f}×**")
     # Not only at the end: at every eval loss the tutorial's run reached on its way.
-    ratios = [(e["cpu_minutes_total"] / cpu_minutes_to(ours_recipe["epochs"], e["eval_loss"]),
-               e["eval_loss"]) for e in tutorial["epochs"]
-              if cpu_minutes_to(ours_recipe["epochs"], e["eval_loss"]) is not None]
+    reached = [(e, cpu_minutes_to(ours_recipe["epochs"], e["eval_loss"]))
+               for e in tutorial["epochs"]]
+    ratios = [(e["cpu_minutes_total"] / mins, e["eval_loss"]) for e, mins in reached
+              if mins is not None]
     if ratios:
         worst, at = min(ratios)
         verdict += (f"; over the {len(ratios)} eval losses its epochs reached (down to "

@@ -100,10 +100,13 @@ def own_dir(path: str) -> str:
     Every worker of a cluster gets the same model_run_dir, so what each one writes there
     (reports, its copy of the export) would otherwise be written by all at once.
     """
-    if is_chief():
-        return path
+    return path if is_chief() else os.path.join(path, task_name())
+
+
+def task_name() -> str:
+    """This worker's name in the cluster (`worker-1`): what its own files are named by."""
     task = _tf_config()["task"]
-    return os.path.join(path, f"{task['type']}-{task['index']}")
+    return f"{task['type']}-{task['index']}"
 
 
 def backup_dir(fn_args) -> str:
@@ -306,8 +309,7 @@ def fit(model: tf_keras.Model, train_ds, eval_ds, train: TrainSettings, backup: 
         lambda epoch: cosine_learning_rate(train.learning_rate, epoch, train.epochs))] \
         if train.lr_schedule == "cosine" else []
     # Each worker of a cluster keeps its own copy (BackupAndRestore does the same).
-    state_dir = os.path.join(backup, "best" if is_chief() else
-                             f"best-worker-{_tf_config()['task']['index']}")
+    state_dir = os.path.join(backup, "best" if is_chief() else f"best-{task_name()}")
     record = TrainingRecord(state_dir, report_dir, early_stopping, reduce_lr, extra_report,
                             on_epoch)
     # In this order at the end: each worker's record removes its own state, the workers
