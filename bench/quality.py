@@ -43,7 +43,8 @@ class Recipe:
 
 # In the order they run by default.
 RECIPES = [
-    Recipe("default", "the defaults of `textgen run` (no preset)"),
+    Recipe("default", "`--preset default` (the built-in defaults; what `textgen run` trains "
+           "where it runs bf16)", "default"),
     # Its 20 epochs would take about 3 CPU-hours; what the comparison needs is its CPU time
     # to its own best level (about 1.54). The cap is 4x the default recipe's time to it
     # (24.2 CPU-min in this harness): a tutorial run still above 1.54 there shows >= 4x.
@@ -129,13 +130,14 @@ RECIPES = [
     # which), under names of their own so the AVX-512 rows stay beside them.
     Recipe("tutorial_avx2", "`--preset tutorial` on an AVX2-only CPU, until its eval loss "
            "reaches 1.54 or 100 CPU-min", "tutorial", until_loss=1.54, max_cpu_minutes=100),
-    Recipe("default_avx2", "the defaults of `textgen run` on an AVX2-only CPU, until its eval "
-           "loss reaches 1.54 or 100 CPU-min", until_loss=1.54, max_cpu_minutes=100),
+    Recipe("default_avx2", "`--preset default` on an AVX2-only CPU, until its eval loss "
+           "reaches 1.54 or 100 CPU-min", "default", until_loss=1.54, max_cpu_minutes=100),
     # Where bf16 is emulated the default's LSTM 1024 costs 1.47x the tutorial's float32 step
     # and reaches the tutorial's first-epoch levels later; the `fast` network costs 0.44x.
     # The `fast` preset on an AVX2-only CPU, with its early stop and learning-rate cuts, for
     # at most the default's budget of an hour of CPU.
-    Recipe("fast_avx2", "`--preset fast` on an AVX2-only CPU, until it stops or 60 CPU-min",
+    Recipe("fast_avx2", "`--preset fast` on an AVX2-only CPU (what `textgen run` trains there), "
+           "until it stops or 60 CPU-min",
            "fast", max_cpu_minutes=60),
     # The tutorial's first 2 epochs on the AVX2-only CPU of a later day: whether an epoch
     # still costs what it did when `tutorial_avx2` ran (same losses, seeded).

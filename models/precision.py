@@ -34,6 +34,19 @@ def gpu_capabilities() -> Tuple[Tuple[int, int], ...]:
     return tuple(found)
 
 
+def nvidia_gpu_present(driver_dir: str = "/proc/driver/nvidia/gpus") -> bool:
+    """Whether NVIDIA's driver lists a GPU this process may use, without importing
+    TensorFlow (the command line decides the preset before anything heavy is loaded).
+    An empty or -1 CUDA_VISIBLE_DEVICES hides the GPUs, as it does from TensorFlow."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    try:
+        return bool(os.listdir(driver_dir))
+    except OSError:
+        return False
+
+
 def choose(requested: str, flags: Optional[Iterable[str]] = None,
            gpus: Optional[Sequence[Tuple[int, int]]] = None,
            onednn: Optional[bool] = None) -> Tuple[str, str]:

@@ -97,12 +97,17 @@ CHOICES = {"--mode": configs.MODES, "--cell": CELLS, "--encoding-errors": config
            "--precision": PRECISIONS}
 
 
-def _add_config_flags(p) -> None:
-    p.add_argument("--preset", choices=configs.presets(),
+def _add_config_flags(p, preset_default: str) -> None:
+    choices = configs.presets() + ([configs.AUTO_PRESET] if preset_default == "auto" else [])
+    p.add_argument("--preset", choices=choices, default=preset_default,
                    help="a shipped recipe (pipeline/presets/), under --config and flags: "
-                   "tutorial = the TensorFlow tutorial's exact model and training; "
-                   "quality = the best model within about 2 CPU-hours; "
-                   "default: the best model within about 1 CPU-hour")
+                   "default = the best model within about 1 CPU-hour where training runs in "
+                   "bf16 or on a GPU; fast = past the tutorial's best level in a fraction of "
+                   "its time; quality = the best model within about 2 CPU-hours; tutorial = "
+                   "the TensorFlow tutorial's exact model and training"
+                   + ("; auto = default, or fast on a CPU without native bf16 (avx512_bf16, "
+                      "amx_bf16)" if preset_default == "auto" else "")
+                   + f" (default: {preset_default})")
     p.add_argument("--config", help="TOML or YAML file with [data] [model] [train] [eval] [run] "
                    "[metadata] [vertex] sections (see docs/scheduling.md); flags override it")
     defaults = configs.Config()
@@ -131,7 +136,7 @@ def _add_run_parser(sub) -> None:
                        "flags. One run at a time per pipeline root. Exit codes: 0 ran (blessed "
                        "or not), 1 the run failed, 2 bad input, 75 another run holds the "
                        "pipeline root.")
-    _add_config_flags(p)
+    _add_config_flags(p, configs.AUTO_PRESET)
     p.add_argument("-v", "--verbose", action="store_true",
                    help="show TFX, Beam and TensorFlow output on the terminal too (by default "
                    "it goes to <pipeline root>/textgen.log)")
@@ -161,7 +166,8 @@ def _add_compile_parser(sub) -> None:
     p.add_argument("--target", choices=["vertex"], required=True)
     p.add_argument("--output", default="textgen_pipeline.json", help="the JSON file to write")
     p.add_argument("--image", help="container image of the components (vertex.image)")
-    _add_config_flags(p)
+    # Not `auto`: Vertex AI's trainer is another machine than the one compiling.
+    _add_config_flags(p, "default")
     p.set_defaults(func=cmd_compile)
 
 
@@ -179,13 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args) -> configs.Config:
+def config_from_args(args, preset: Optional[str] = None) -> configs.Config:
+    """The config the flags describe; `preset` is args.preset resolved (resolve_preset)."""
+    preset = preset or configs.resolve_preset(args.preset)[0]
     overrides = {}
     for flag, (section, name, _) in RUN_FLAGS.items():
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
             overrides.setdefault(section, {})[name] = value
-    config = configs.load(args.config, overrides, preset=args.preset)
+    config = configs.load(args.config, overrides, preset=preset)
     if args.beam_arg:
         # Added to the file's arguments rather than replacing them: a config holds the
         # runner's set-up, a flag adjusts one value (Beam takes the last one given).
@@ -196,9 +204,10 @@ def config_from_args(args) -> configs.Config:
 def cmd_run(args) -> int:
     from pipeline.lock import LockBusy
     from pipeline.orchestrators import local
-    config = config_from_args(args)
+    preset = configs.resolve_preset(args.preset)
+    config = config_from_args(args, preset[0])
     try:
-        result = local.run(config, verbose=args.verbose)
+        result = local.run(config, verbose=args.verbose, preset=preset)
     except LockBusy as err:
         print(f"textgen: {err}", file=sys.stderr)
         return EXIT_BUSY

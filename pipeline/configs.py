@@ -6,9 +6,10 @@ This module imports no TensorFlow, so the CLI can validate settings in milliseco
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from components import text_records
+from models import precision
 from models.settings import CELLS, LR_SCHEDULES, PRECISIONS, ModelSettings, TrainSettings
 
 # The tutorial's corpus, downloaded (and cached) when no --data is given.
@@ -257,6 +258,36 @@ def presets() -> List[str]:
     """Names of the shipped presets (pipeline/presets/NAME.toml)."""
     return sorted(name[:-len(".toml")] for name in os.listdir(PRESETS_DIR)
                   if name.endswith(".toml"))
+
+
+# `--preset auto`: chosen for the machine that trains (choose_preset).
+AUTO_PRESET = "auto"
+
+
+def choose_preset(flags: Optional[Iterable[str]] = None, gpu: Optional[bool] = None,
+                  onednn: Optional[bool] = None) -> Tuple[str, str]:
+    """(preset, why) for `--preset auto`: the recipe this machine trains best in an hour.
+
+    The built-in default (LSTM 1024) is that recipe where training runs in bf16 or on a GPU.
+    Where the CPU has no native bf16 it trains in float32 at 1.5x the tutorial's cost a step
+    and reaches the tutorial's early levels later; the `fast` network (GRU 768, 0.44x the
+    tutorial's step there) reaches each of them sooner (docs/benchmarks.md, "Time to
+    quality"). Facts can be injected, as in models/precision.py.
+    """
+    gpu = precision.nvidia_gpu_present() if gpu is None else gpu
+    if gpu:
+        return "default", "auto: a GPU trains the default network in mixed precision"
+    policy, why = precision.choose("auto", flags, gpus=(), onednn=onednn)
+    if policy == "float32":
+        return "fast", f"{why}: the default's LSTM 1024 would train in float32 there"
+    return "default", why
+
+
+def resolve_preset(name: Optional[str]) -> Tuple[Optional[str], str]:
+    """(preset, why): `auto` chosen for this machine, any other name as given."""
+    if name == AUTO_PRESET:
+        return choose_preset()
+    return name, "none" if name is None else f"--preset {name}"
 
 
 def load(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None,

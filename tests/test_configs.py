@@ -68,3 +68,44 @@ def test_cli_bad_input_exits_2_before_any_work(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     assert cli.main(["run", "--data", str(tmp_path), "--epochs", "-1"]) == 2
     assert "--epochs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, gpu, onednn, preset", [
+    (["avx", "avx2", "fma"], False, None, "fast"),  # bf16 emulated: float32
+    (["avx2", "avx512f", "avx512_bf16"], False, None, "default"),
+    (["avx2", "amx_bf16", "amx_tile"], False, None, "default"),
+    (["avx2", "avx512_bf16"], False, False, "fast"),  # oneDNN off: float32 after all
+    (["avx2", "fma"], True, None, "default"),  # a GPU trains the default in mixed precision
+])
+def test_auto_preset_is_fast_only_where_training_runs_in_float32_on_the_cpu(
+        flags, gpu, onednn, preset):
+    chosen, why = configs.choose_preset(flags, gpu, onednn)
+    assert chosen == preset and why.startswith("auto: ")
+    assert ("float32" in why) == (preset == "fast")
+
+
+def test_a_gpu_is_seen_from_the_driver_unless_cuda_visible_devices_hides_it(
+        tmp_path, monkeypatch):
+    from models import precision
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert not precision.nvidia_gpu_present(str(tmp_path / "no-driver"))
+    assert not precision.nvidia_gpu_present(str(tmp_path))  # the driver, but no GPU
+    (tmp_path / "0000:00:04.0").mkdir()
+    assert precision.nvidia_gpu_present(str(tmp_path))
+    for hidden in ("-1", ""):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert not precision.nvidia_gpu_present(str(tmp_path))
+
+
+def test_run_takes_the_auto_preset_under_the_flags_and_compile_the_default(monkeypatch):
+    monkeypatch.setattr(configs, "choose_preset", lambda: ("fast", "auto: test"))
+    args = cli.build_parser().parse_args(["run", "--dropout", "0.1"])
+    assert args.preset == "auto" and configs.resolve_preset(args.preset) == ("fast", "auto: test")
+    config = cli.config_from_args(args)
+    assert (config.model.cell, config.model.rnn_units, config.model.dropout) == ("gru", 768, 0.1)
+    tutorial = cli.config_from_args(cli.build_parser().parse_args(["run", "--preset", "tutorial"]))
+    assert tutorial == configs.load(preset="tutorial")
+    compile_args = cli.build_parser().parse_args(["compile", "--target", "vertex"])
+    assert cli.config_from_args(compile_args) == configs.Config()
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["compile", "--target", "vertex", "--preset", "auto"])

@@ -184,7 +184,10 @@ def test_presets_parse_and_the_tutorial_preset_is_the_tutorial():
     assert (tutorial.train.batch_size, tutorial.train.learning_rate, tutorial.train.epochs,
             tutorial.train.precision, tutorial.train.patience) == (64, 1e-3, 20, "float32", 0)
     fast = configs.load(preset="fast")
-    assert (fast.model.cell, fast.model.rnn_units, fast.train.epochs) == ("gru", 768, 5)
+    assert (fast.model.cell, fast.model.rnn_units, fast.train.learning_rate) == \
+        ("gru", 768, 3e-3)
+    # `default` is the built-in defaults, whatever the machine.
+    assert configs.load(preset="default") == configs.Config()
     # Flags still win over a preset.
     assert configs.load(overrides={"train": {"epochs": 2}}, preset="tutorial").train.epochs == 2
     with pytest.raises(configs.ConfigError, match="preset 'nope'"):

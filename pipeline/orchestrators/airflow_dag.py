@@ -29,7 +29,8 @@ def build_dag(config_path: Optional[str] = None,
     if not config_path:
         raise configs.ConfigError(f"set {CONFIG_ENV} to the textgen config file (TOML/YAML) "
                                   "that the Airflow DAG runs")
-    config = configs.load(config_path)
+    # `--preset auto`, as `textgen run` does: the DAG runs on the machine that trains.
+    config = configs.load(config_path, preset=configs.choose_preset()[0])
     if not config.data.path:
         raise configs.ConfigError(f"{config_path}: set data.path, e.g. "
                                   "'/data/text/span-{SPAN}/*.txt'")

@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from pipeline import configs, corpus as corpus_lib, logs
 from pipeline.lock import PipelineLock, local_lock_dir
@@ -68,8 +68,10 @@ def sample_prompts(config: configs.Config, corpus) -> List[str]:
     return [lines[i * len(lines) // count][0] for i in range(count)]
 
 
-def run(config: configs.Config, verbose: bool = False) -> RunResult:
-    """Runs the pipeline once for a validated config.
+def run(config: configs.Config, verbose: bool = False,
+        preset: Tuple[Optional[str], str] = (None, "none")) -> RunResult:
+    """Runs the pipeline once for a validated config; `preset` (name, why) is what the
+    config was built on (configs.resolve_preset), for the log.
 
     Raises ConfigError or CorpusError (bad input, before any Beam work), LockBusy (another
     run holds the pipeline root) or RunFailed (a component failed).
@@ -91,13 +93,15 @@ def run(config: configs.Config, verbose: bool = False) -> RunResult:
     with PipelineLock(local_lock_dir(pipeline_root, corpus_lib.cache_dir()),
                       config.run.lock_timeout):
         with logs.run_output(pipeline_root, verbose) as log_path:
-            result = _run_locked(config, corpus, input_base, pattern, bound, pipeline_root)
+            result = _run_locked(config, corpus, input_base, pattern, bound, pipeline_root,
+                                 preset)
     result.bound_reason, result.log_path = bound_reason, None if verbose else log_path
     result.seconds = time.time() - started
     return result
 
 
-def _run_locked(config, corpus, input_base, pattern, bound, pipeline_root) -> RunResult:
+def _run_locked(config, corpus, input_base, pattern, bound, pipeline_root,
+                preset) -> RunResult:
     if corpus is not None:
         span = f", span {corpus.spans[0]}-{corpus.spans[-1]}" if corpus.spans else ""
         logger.info("%d file(s)%s, %s characters → %s train / %s eval records; pipeline root %s",
@@ -106,6 +110,10 @@ def _run_locked(config, corpus, input_base, pattern, bound, pipeline_root) -> Ru
     else:
         logger.info("reading %s/%s on the Beam workers; pipeline root %s", input_base, pattern,
                     pipeline_root)
+    m, t = config.model, config.train
+    logger.info("recipe: preset %s (%s): %s %d×%d, dropout %g; batch %d, learning rate %g, "
+                "at most %d epochs", preset[0] or "none", preset[1], m.cell.upper(),
+                m.rnn_layers, m.rnn_units, m.dropout, t.batch_size, t.learning_rate, t.epochs)
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     from pipeline import pipeline as pipeline_lib, records, summary
