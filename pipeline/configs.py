@@ -276,7 +276,7 @@ def choose_preset(flags: Optional[Iterable[str]] = None, gpu: Optional[bool] = N
     """
     gpu = precision.nvidia_gpu_present() if gpu is None else gpu
     if gpu:
-        return "default", "auto: a GPU trains the default network in mixed precision"
+        return "default", "auto: a GPU trains the default network"
     policy, why = precision.choose("auto", flags, gpus=(), onednn=onednn)
     if policy == "float32":
         return "fast", f"{why}: the default's LSTM 1024 would train in float32 there"
@@ -287,7 +287,7 @@ def resolve_preset(name: Optional[str]) -> Tuple[Optional[str], str]:
     """(preset, why): `auto` chosen for this machine, any other name as given."""
     if name == AUTO_PRESET:
         return choose_preset()
-    return name, "none" if name is None else f"--preset {name}"
+    return name, "none" if name is None else "set explicitly"
 
 
 def load(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None,
