@@ -207,7 +207,7 @@ def cmd_run(args) -> int:
     preset = configs.resolve_preset(args.preset)
     config = config_from_args(args, preset[0])
     try:
-        result = local.run(config, verbose=args.verbose, preset=preset)
+        result = local.run(config, preset, verbose=args.verbose)
     except LockBusy as err:
         print(f"textgen: {err}", file=sys.stderr)
         return EXIT_BUSY

@@ -283,11 +283,9 @@ def choose_preset(flags: Optional[Iterable[str]] = None, gpu: Optional[bool] = N
     return "default", why
 
 
-def resolve_preset(name: Optional[str]) -> Tuple[Optional[str], str]:
+def resolve_preset(name: str) -> Tuple[str, str]:
     """(preset, why): `auto` chosen for this machine, any other name as given."""
-    if name == AUTO_PRESET:
-        return choose_preset()
-    return name, "none" if name is None else "set explicitly"
+    return choose_preset() if name == AUTO_PRESET else (name, "set explicitly")
 
 
 def load(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None,

@@ -68,8 +68,7 @@ def sample_prompts(config: configs.Config, corpus) -> List[str]:
     return [lines[i * len(lines) // count][0] for i in range(count)]
 
 
-def run(config: configs.Config, verbose: bool = False,
-        preset: Tuple[Optional[str], str] = (None, "none")) -> RunResult:
+def run(config: configs.Config, preset: Tuple[str, str], verbose: bool = False) -> RunResult:
     """Runs the pipeline once for a validated config; `preset` (name, why) is what the
     config was built on (configs.resolve_preset), for the log.
 
@@ -112,7 +111,7 @@ def _run_locked(config, corpus, input_base, pattern, bound, pipeline_root,
                     pipeline_root)
     m, t = config.model, config.train
     logger.info("recipe: preset %s (%s): %s %d×%d, dropout %g; batch %d, learning rate %g, "
-                "at most %d epochs", preset[0] or "none", preset[1], m.cell.upper(),
+                "at most %d epochs", preset[0], preset[1], m.cell.upper(),
                 m.rnn_layers, m.rnn_units, m.dropout, t.batch_size, t.learning_rate, t.epochs)
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
