@@ -139,6 +139,11 @@ RECIPES = [
     Recipe("fast_avx2", "`--preset fast` on an AVX2-only CPU (what `textgen run` trains there), "
            "until it stops or 60 CPU-min",
            "fast", max_cpu_minutes=60),
+    # The weights' moving average (Keras' optimizer EMA), evaluated and exported instead of
+    # the last step's weights: against `fast_avx2`'s epochs (same seed, data, precision).
+    Recipe("fast_ema_avx2", "`--preset fast` with `train.ema_momentum = 0.98` on an AVX2-only "
+           "CPU, until it stops or 60 CPU-min",
+           "fast", overrides={"train": {"ema_momentum": 0.98}}, max_cpu_minutes=60),
     # The tutorial's first 2 epochs on the AVX2-only CPU of a later day: whether an epoch
     # still costs what it did when `tutorial_avx2` ran (same losses, seeded).
     Recipe("tutorial_check_avx2", "`--preset tutorial` on an AVX2-only CPU, its first 2 "
@@ -247,7 +252,7 @@ def train_recipe(recipe: Recipe, data: Data, on_epoch) -> Dict[str, Any]:
     try:
         model = char_model.compile_model(char_model.build_model(data.vocab_size, config.model),
                                          train.learning_rate, train.clipnorm,
-                                         train.weight_decay)
+                                         train.weight_decay, train.ema_momentum)
         record = trainer.fit(
             model, data.dataset("train", train.batch_size, train.seed),
             data.dataset("eval", train.batch_size, 0), train, os.path.join(out_dir, "backup"),

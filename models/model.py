@@ -101,17 +101,21 @@ class CharPerplexity(tf_keras.metrics.Metric):
 
 
 def compile_model(model: tf_keras.Model, learning_rate: float, clipnorm: float = 0.0,
-                  weight_decay: float = 0.0) -> tf_keras.Model:
+                  weight_decay: float = 0.0, ema_momentum: float = 0.0) -> tf_keras.Model:
     """Adam on the masked loss; `clipnorm` > 0 clips the global gradient norm;
-    `weight_decay` > 0 makes it AdamW, decaying every weight but the biases."""
+    `weight_decay` > 0 makes it AdamW, decaying every weight but the biases;
+    `ema_momentum` > 0 has the optimizer keep the weights' moving average
+    (`models/trainer.py` evaluates and exports it)."""
+    ema = {"use_ema": ema_momentum > 0, "ema_momentum": ema_momentum}
     if weight_decay:
         optimizer = tf_keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay,
-                                              global_clipnorm=clipnorm or None)
+                                              global_clipnorm=clipnorm or None, **ema)
         # A bias shifts an activation rather than scaling an input: shrinking it towards
         # zero regularises nothing.
         optimizer.exclude_from_weight_decay(var_names=["bias"])
     else:
-        optimizer = tf_keras.optimizers.Adam(learning_rate, global_clipnorm=clipnorm or None)
+        optimizer = tf_keras.optimizers.Adam(learning_rate, global_clipnorm=clipnorm or None,
+                                             **ema)
     model.compile(optimizer=optimizer, loss=MaskedCharLoss(), metrics=[CharPerplexity()])
     return model
 

@@ -39,6 +39,10 @@ class TrainSettings:
     # Decoupled weight decay (AdamW; 0: plain Adam): each step shrinks the weight matrices
     # by learning_rate × weight_decay of themselves. Biases are never decayed.
     weight_decay: float = 0.0
+    # Evaluate and export an exponential moving average of the weights (Keras' optimizer
+    # EMA; 0: off) rather than the last step's: each step moves the average this much
+    # less than all the way to the new weights, which smooths the noise of a high rate.
+    ema_momentum: float = 0.0
     # Stop after this many epochs without a lower eval loss (0: run all `epochs`); the
     # weights exported are always those of the lowest-eval-loss epoch.
     patience: int = 2

@@ -276,6 +276,32 @@ class WorkersMeet(tf_keras.callbacks.Callback):
                             strategy.run(tf.function(lambda: tf.constant(1.0))), axis=None)
 
 
+class EvaluateAverage(tf_keras.callbacks.Callback):
+    """Evaluates the optimizer's moving average of the weights instead of the weights.
+
+    Keras' optimizer keeps the average (`use_ema`) but puts it into the model only at the
+    end of `fit`, so the epochs would be judged, and the best one kept, by weights other
+    than those exported. This swaps the average in for each epoch's evaluation and keeps
+    it there while the callbacks before it read the model (EarlyStopping's best weights,
+    ModelCheckpoint); training continues from the weights themselves. Place it right
+    before BackupAndRestore, whose checkpoint must hold the weights training resumes from.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._weights = None
+
+    def on_test_begin(self, logs=None):
+        self._weights = [v.numpy() for v in self.model.trainable_variables]
+        self.model.optimizer.finalize_variable_values(self.model.trainable_variables)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._weights is not None:
+            for variable, value in zip(self.model.trainable_variables, self._weights):
+                variable.assign(value)
+            self._weights = None
+
+
 def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
@@ -314,8 +340,9 @@ def fit(model: tf_keras.Model, train_ds, eval_ds, train: TrainSettings, backup: 
                             on_epoch)
     # In this order at the end: each worker's record removes its own state, the workers
     # meet, and only then does the chief's BackupAndRestore delete the backup.
+    average = [EvaluateAverage()] if train.ema_momentum else []
     callbacks = [*extra_callbacks, *schedule, early_stopping,
-                 *([reduce_lr] if reduce_lr else []), record, WorkersMeet(),
+                 *([reduce_lr] if reduce_lr else []), record, WorkersMeet(), *average,
                  tf_keras.callbacks.BackupAndRestore(os.path.join(backup, "last"))]
     model.fit(train_ds, epochs=train.epochs, steps_per_epoch=train.steps_per_epoch,
               validation_data=eval_ds, callbacks=callbacks,
@@ -380,7 +407,7 @@ def run_fn(fn_args) -> None:
         with strategy.scope():
             model = char_model.compile_model(char_model.build_model(vocab_size, model_settings),
                                              train.learning_rate, train.clipnorm,
-                                             train.weight_decay)
+                                             train.weight_decay, train.ema_momentum)
             started = warm_start.apply(model, vocab, char_model.shape_of(model), config["mode"],
                                        config["serving_dir"], enabled=train.warm_start)
         _write_json(os.path.join(report_dir, WARM_START_REPORT), started)

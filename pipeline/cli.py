@@ -36,6 +36,7 @@ RUN_FLAGS = {
     "--precision": ("train", "precision", str),
     "--clipnorm": ("train", "clipnorm", float),
     "--weight-decay": ("train", "weight_decay", float),
+    "--ema-momentum": ("train", "ema_momentum", float),
     "--patience": ("train", "patience", int),
     "--lr-schedule": ("train", "lr_schedule", str),
     "--lr-factor": ("train", "lr_factor", float),

@@ -156,6 +156,9 @@ class Config:
                t.clipnorm, "must be >= 0 (0: no clipping)")
         _check(_is_number(t.weight_decay) and t.weight_decay >= 0,
                "train.weight_decay (--weight-decay)", t.weight_decay, "must be >= 0 (0: Adam)")
+        _check(_is_number(t.ema_momentum) and 0 <= t.ema_momentum < 1,
+               "train.ema_momentum (--ema-momentum)", t.ema_momentum,
+               "must be in [0, 1) (0: no moving average)")
         _check(isinstance(t.patience, int) and t.patience >= 0, "train.patience (--patience)",
                t.patience, "must be an integer >= 0 (0: never stop early)")
         _check(_is_number(t.lr_factor) and 0 < t.lr_factor <= 1, "train.lr_factor (--lr-factor)",
