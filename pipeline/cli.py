@@ -75,6 +75,8 @@ FLAG_HELP = {
                    "natively, mixed_float16 on GPUs, float32 elsewhere",
     "--clipnorm": "Adam's clip of the gradients' global norm (0 = no clipping)",
     "--weight-decay": "AdamW's decoupled weight decay per unit of learning rate (0 = Adam)",
+    "--ema-momentum": "evaluate and export the weights' moving average, moved this much less "
+                      "than all the way to each step's weights (0 = off)",
     "--patience": "stop after this many epochs without a lower eval loss (0 = run every epoch)",
     "--lr-schedule": "plateau: cut the learning rate when the eval loss stalls; cosine: decay "
                      "it to near zero over --epochs (the run's length is its budget)",

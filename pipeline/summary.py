@@ -7,7 +7,8 @@ from typing import Any, Dict, List, Optional
 
 from components import names
 from models import features
-from models.trainer import TRAINING_REPORT, WARM_START_REPORT
+from models.callbacks import TRAINING_REPORT
+from models.trainer import WARM_START_REPORT
 from pipeline import records
 
 SUMMARY_FILE = "last_run_summary.json"

@@ -35,6 +35,8 @@ def test_yaml_file(tmp_path):
     ({"model": {"dropout": 1.0}}, r"model\.dropout"),
     ({"train": {"weight_decay": -0.1}},
      r"train\.weight_decay \(--weight-decay\) = -0\.1: must be >= 0"),
+    ({"train": {"ema_momentum": 1.0}},
+     r"train\.ema_momentum \(--ema-momentum\) = 1\.0: must be in \[0, 1\)"),
     ({"eval": {"max_perplexity": 0.5}}, r"eval\.max_perplexity"),
     ({"train": {"nonsense": 1}}, r"unknown setting train\.nonsense"),
     ({"training": {}}, r"unknown section \[training\]"),

@@ -8,7 +8,7 @@ import tensorflow as tf
 import tf_keras
 
 from conftest import build_tiny_model
-from models import model, precision, trainer
+from models import callbacks, model, precision, trainer
 from models.settings import TrainSettings
 from pipeline import configs
 
@@ -49,7 +49,7 @@ def _callbacks(state_dir, report_dir, patience=2, factor=0.5):
     es = tf_keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                           restore_best_weights=True)
     rlr = tf_keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=factor, patience=1)
-    record = trainer.TrainingRecord(str(state_dir), str(report_dir), es, rlr)
+    record = callbacks.TrainingRecord(str(state_dir), str(report_dir), es, rlr)
     return es, rlr, record
 
 
@@ -93,7 +93,7 @@ def test_early_stopping_stops_and_restores_the_best_epoch(tmp_path):
     # Epoch 3 (1.5) is best; epochs 4 and 5 do not beat it: stop after epoch 5.
     assert es.stopped_epoch == 4
     assert all((w == 3).all() for w in m.get_weights())
-    with open(tmp_path / "report" / trainer.TRAINING_REPORT) as f:
+    with open(tmp_path / "report" / callbacks.TRAINING_REPORT) as f:
         report = json.load(f)
     assert report["epochs_run"] == 5 and report["exported_epoch"] == 3
     assert report["best_eval_loss"] == pytest.approx(1.5)
@@ -118,7 +118,7 @@ def test_the_best_epoch_survives_an_interruption(tmp_path):
     # kill: 3 epochs without improvement (3, 4, 5) → stop after epoch 5 (index 4).
     assert es2.stopped_epoch == 4
     assert all((w == 2).all() for w in m2.get_weights())
-    with open(tmp_path / "report2" / trainer.TRAINING_REPORT) as f:
+    with open(tmp_path / "report2" / callbacks.TRAINING_REPORT) as f:
         report = json.load(f)
     assert report["exported_epoch"] == 2
     assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3, 4, 5]
@@ -139,6 +139,30 @@ def test_fit_trains_stops_early_and_keeps_the_lowest_eval_loss(tmp_path):
     assert losses[-1] < losses[0]
     # The model holds the exported epoch's weights: evaluating it gives that epoch's loss.
     assert m.evaluate(ds, verbose=0)[0] == pytest.approx(losses[best], rel=1e-4)
+
+
+def test_with_a_moving_average_the_epochs_are_judged_and_exported_by_the_average(tmp_path):
+    ids = tf.constant([[2, 3, 4, 5, 6, 7, 2, 3, 4, 5, 6, 7]] * 8, tf.int64)
+    ds = tf.data.Dataset.from_tensor_slices(ids).batch(4).map(model.to_inputs_and_targets)
+    runs = {}
+    for momentum in (0.0, 0.8):
+        settings = TrainSettings(epochs=3, learning_rate=0.05, patience=0, ema_momentum=momentum)
+        tf_keras.utils.set_random_seed(7)
+        m = model.compile_model(build_tiny_model(seed=3), settings.learning_rate,
+                                ema_momentum=momentum)
+        record = trainer.fit(m, ds, ds, settings, str(tmp_path / f"backup{momentum}"),
+                             str(tmp_path / f"run{momentum}"))
+        runs[momentum] = (m, record["epochs"])
+    (plain, plain_epochs), (averaged, averaged_epochs) = runs[0.0], runs[0.8]
+    # Training goes on from the weights themselves: the same steps, the same train loss.
+    assert [e["loss"] for e in averaged_epochs] == \
+        pytest.approx([e["loss"] for e in plain_epochs], rel=1e-5)
+    # Each evaluation is of the average, which lags the weights.
+    for with_average, without in zip(averaged_epochs, plain_epochs):
+        assert abs(with_average["val_loss"] - without["val_loss"]) > 1e-3
+    # The model left for export holds the average of the best epoch: the loss it was judged by.
+    best = min(e["val_loss"] for e in averaged_epochs)
+    assert averaged.evaluate(ds, verbose=0)[0] == pytest.approx(best, rel=1e-4)
 
 
 class _Interrupt(tf_keras.callbacks.Callback):
@@ -218,7 +242,7 @@ def test_an_epoch_run_again_after_a_kill_is_recorded_once(tmp_path):
                   [3.0, 2.0, 1.5], weights_of)
     es2, rlr2, record2 = _callbacks(tmp_path / "state", tmp_path / "report2", patience=5)
     _drive(m, [es2, rlr2, record2], range(2, 4), [1.6, 1.4], weights_of)
-    with open(tmp_path / "report2" / trainer.TRAINING_REPORT) as f:
+    with open(tmp_path / "report2" / callbacks.TRAINING_REPORT) as f:
         report = json.load(f)
     assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3, 4]
     assert [e["val_loss"] for e in report["epochs"]][2:] == [1.6, 1.4]
@@ -235,7 +259,7 @@ def test_a_stop_by_another_callback_is_not_reported_as_the_epoch_limit(tmp_path)
 
     _drive(m, [StopAfterTheSecondEpoch(), es, record], range(10), [3.0, 2.0, 1.5],
            _weights_of(m.get_weights()))
-    with open(tmp_path / "report" / trainer.TRAINING_REPORT) as f:
+    with open(tmp_path / "report" / callbacks.TRAINING_REPORT) as f:
         report = json.load(f)
     assert report["epochs_run"] == 2 and report["exported_epoch"] == 2
     assert report["stopped"] == "stopped by another callback"
@@ -256,8 +280,8 @@ def test_removing_a_backup_another_worker_is_emptying_is_not_an_error(tmp_path, 
         real_rmtree(path)
 
     monkeypatch.setattr(tf.io.gfile, "rmtree", rmtree_racing_a_worker)
-    trainer.remove_tree(str(backup))
+    callbacks.remove_tree(str(backup))
     assert not backup.exists()
     assert len(calls) == 2
-    trainer.remove_tree(str(backup))  # already gone: nothing to do
+    callbacks.remove_tree(str(backup))  # already gone: nothing to do
     assert len(calls) == 2

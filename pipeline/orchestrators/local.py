@@ -110,9 +110,11 @@ def _run_locked(config, corpus, input_base, pattern, bound, pipeline_root,
         logger.info("reading %s/%s on the Beam workers; pipeline root %s", input_base, pattern,
                     pipeline_root)
     m, t = config.model, config.train
-    logger.info("recipe: preset %s (%s): %s %d×%d, dropout %g; batch %d, learning rate %g, "
+    logger.info("recipe: preset %s (%s): %s %d×%d, dropout %g; batch %d, learning rate %g%s, "
                 "at most %d epochs", preset[0], preset[1], m.cell.upper(),
-                m.rnn_layers, m.rnn_units, m.dropout, t.batch_size, t.learning_rate, t.epochs)
+                m.rnn_layers, m.rnn_units, m.dropout, t.batch_size, t.learning_rate,
+                f", weights' moving average {t.ema_momentum:g}" if t.ema_momentum else "",
+                t.epochs)
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     from pipeline import pipeline as pipeline_lib, records, summary
