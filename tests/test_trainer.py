@@ -165,6 +165,27 @@ def test_with_a_moving_average_the_epochs_are_judged_and_exported_by_the_average
     assert averaged.evaluate(ds, verbose=0)[0] == pytest.approx(best, rel=1e-4)
 
 
+def test_the_moving_average_survives_an_interruption(tmp_path):
+    ids = tf.constant([[2, 3, 4, 5, 6, 7, 2, 3, 4, 5, 6, 7]] * 8, tf.int64)
+    ds = tf.data.Dataset.from_tensor_slices(ids).batch(4).map(model.to_inputs_and_targets)
+    settings = TrainSettings(epochs=4, learning_rate=0.05, patience=0, ema_momentum=0.8)
+
+    def compiled():
+        return model.compile_model(build_tiny_model(seed=3), settings.learning_rate,
+                                   ema_momentum=settings.ema_momentum)
+
+    whole = trainer.fit(compiled(), ds, ds, settings, str(tmp_path / "b1"), str(tmp_path / "r1"))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(compiled(), ds, ds, settings, str(tmp_path / "b2"), str(tmp_path / "r2"),
+                    extra_callbacks=[_Interrupt(at=2)])
+    resumed = trainer.fit(compiled(), ds, ds, settings, str(tmp_path / "b2"),
+                          str(tmp_path / "r3"))
+    # BackupAndRestore brought back the weights and the optimizer's average: the resumed
+    # epochs are evaluated exactly as in the run that was never interrupted.
+    assert [e["val_loss"] for e in resumed["epochs"]] == \
+        pytest.approx([e["val_loss"] for e in whole["epochs"]], rel=1e-5)
+
+
 class _Interrupt(tf_keras.callbacks.Callback):
     """Stands for a kill: raises as epoch `at` begins (the epochs before it are saved)."""
 
