@@ -105,7 +105,7 @@ def compile_model(model: tf_keras.Model, learning_rate: float, clipnorm: float =
     """Adam on the masked loss; `clipnorm` > 0 clips the global gradient norm;
     `weight_decay` > 0 makes it AdamW, decaying every weight but the biases;
     `ema_momentum` > 0 has the optimizer keep the weights' moving average
-    (`models/trainer.py` evaluates and exports it)."""
+    (`models/callbacks.py` has it evaluated and exported)."""
     ema = {"use_ema": ema_momentum > 0, "ema_momentum": ema_momentum}
     if weight_decay:
         optimizer = tf_keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay,

@@ -144,8 +144,8 @@ def fit(model: tf_keras.Model, train_ds, eval_ds, train: TrainSettings, backup: 
     # epoch, every callback before EvaluateAverage sees the evaluated (averaged) weights.
     average = [callbacks.EvaluateAverage()] if train.ema_momentum else []
     in_order = [*extra_callbacks, *schedule, early_stopping,
-                 *([reduce_lr] if reduce_lr else []), record, callbacks.WorkersMeet(), *average,
-                 tf_keras.callbacks.BackupAndRestore(os.path.join(backup, "last"))]
+                *([reduce_lr] if reduce_lr else []), record, callbacks.WorkersMeet(), *average,
+                tf_keras.callbacks.BackupAndRestore(os.path.join(backup, "last"))]
     model.fit(train_ds, epochs=train.epochs, steps_per_epoch=train.steps_per_epoch,
               validation_data=eval_ds, callbacks=in_order,
               # At a terminal, Keras' live bar shows progress within an epoch; in a log, its

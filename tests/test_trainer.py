@@ -81,6 +81,13 @@ def _weights_of(template):
     return lambda epoch: [np.full_like(w, epoch + 1) for w in template]
 
 
+def _repeating_text():
+    """8 records of one repeating pattern, in batches of 4: a tiny model learns it in a few
+    steps, and the same every time (no shuffling)."""
+    ids = tf.constant([[2, 3, 4, 5, 6, 7, 2, 3, 4, 5, 6, 7]] * 8, tf.int64)
+    return tf.data.Dataset.from_tensor_slices(ids).batch(4).map(model.to_inputs_and_targets)
+
+
 def _compiled():
     return model.compile_model(build_tiny_model(), learning_rate=0.01)
 
@@ -129,8 +136,7 @@ def test_the_best_epoch_survives_an_interruption(tmp_path):
 
 def test_fit_trains_stops_early_and_keeps_the_lowest_eval_loss(tmp_path):
     m = _compiled()
-    ids = tf.constant([[2, 3, 4, 5, 6, 7, 2, 3, 4, 5, 6, 7]] * 8, tf.int64)
-    ds = tf.data.Dataset.from_tensor_slices(ids).batch(4).map(model.to_inputs_and_targets)
+    ds = _repeating_text()
     settings = TrainSettings(epochs=6, learning_rate=0.05, patience=2, lr_factor=0.5)
     record = trainer.fit(m, ds, ds, settings, str(tmp_path / "backup"), str(tmp_path / "run"))
     losses = [e["val_loss"] for e in record["epochs"]]
@@ -142,8 +148,7 @@ def test_fit_trains_stops_early_and_keeps_the_lowest_eval_loss(tmp_path):
 
 
 def test_with_a_moving_average_the_epochs_are_judged_and_exported_by_the_average(tmp_path):
-    ids = tf.constant([[2, 3, 4, 5, 6, 7, 2, 3, 4, 5, 6, 7]] * 8, tf.int64)
-    ds = tf.data.Dataset.from_tensor_slices(ids).batch(4).map(model.to_inputs_and_targets)
+    ds = _repeating_text()
     runs = {}
     for momentum in (0.0, 0.8):
         settings = TrainSettings(epochs=3, learning_rate=0.05, patience=0, ema_momentum=momentum)
@@ -166,8 +171,7 @@ def test_with_a_moving_average_the_epochs_are_judged_and_exported_by_the_average
 
 
 def test_the_moving_average_survives_an_interruption(tmp_path):
-    ids = tf.constant([[2, 3, 4, 5, 6, 7, 2, 3, 4, 5, 6, 7]] * 8, tf.int64)
-    ds = tf.data.Dataset.from_tensor_slices(ids).batch(4).map(model.to_inputs_and_targets)
+    ds = _repeating_text()
     settings = TrainSettings(epochs=4, learning_rate=0.05, patience=0, ema_momentum=0.8)
 
     def compiled():
@@ -199,8 +203,7 @@ class _Interrupt(tf_keras.callbacks.Callback):
 
 
 def test_the_cosine_schedule_decays_over_the_budget_and_resumes_on_its_curve(tmp_path):
-    ids = tf.constant([[2, 3, 4, 5, 6, 7, 2, 3, 4, 5, 6, 7]] * 8, tf.int64)
-    ds = tf.data.Dataset.from_tensor_slices(ids).batch(4).map(model.to_inputs_and_targets)
+    ds = _repeating_text()
     settings = TrainSettings(epochs=4, learning_rate=0.02, patience=0, lr_schedule="cosine")
     backup = str(tmp_path / "backup")
     with pytest.raises(KeyboardInterrupt):
