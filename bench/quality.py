@@ -158,6 +158,16 @@ RECIPES = [
     Recipe("default_ema_avx2", "`--preset default` with `train.ema_momentum = 0.98` on an "
            "AVX2-only CPU, its first 3 epochs", "default",
            overrides={"train": {"epochs": 3, "ema_momentum": 0.98}}),
+    # The `quality` network (2 × LSTM 1024) trains at about 40 CPU-min an epoch in float32
+    # on the AVX2-only Zen 3 (a step probe, batch 256; worse at 64): 3 epochs in 2 CPU-hours.
+    # A step of 2 × GRU 640 costs 4.2 CPU-s at 64 × 100 there (2 × LSTM 512: 5.5; 1 × GRU
+    # 768: 2.6): about 11 CPU-min an epoch, 10 epochs in the budget. The quality preset's
+    # schedule (cosine over the epochs) with that network and the weights' average.
+    Recipe("quality_gru2x640_ema_avx2", "`--preset quality` with 2 × GRU 640, dropout 0.3, "
+           "the decay over 10 epochs, `train.ema_momentum = 0.98`, on an AVX2-only CPU",
+           "quality", overrides={"model": {"cell": "gru", "rnn_units": 640, "dropout": 0.3},
+                                 "train": {"epochs": 10, "ema_momentum": 0.98}},
+           max_cpu_minutes=120),
     # The tutorial's first 2 epochs on the AVX2-only CPU of a later day: whether an epoch
     # still costs what it did when `tutorial_avx2` ran (same losses, seeded).
     Recipe("tutorial_check_avx2", "`--preset tutorial` on an AVX2-only CPU, its first 2 "
