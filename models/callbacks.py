@@ -2,7 +2,7 @@
 BackupAndRestore, the optimizer's moving average) leave to the caller.
 
 `TrainingRecord` keeps their state on disk so that a run killed and resumed still exports
-the best epoch of the whole run, and writes the run's record (TRAINING_REPORT);
+the best epoch of the whole run, and writes the run's record (features.TRAINING_REPORT);
 `EvaluateAverage` has the epochs judged by the weights' moving average; `WorkersMeet`
 holds the workers of a cluster together at the end. `models/trainer.py` orders them.
 """
@@ -18,11 +18,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-logger = logging.getLogger(__name__)
+from models import features
 
-# In the Trainer's model_run dir: the training's record (epochs, where and why it stopped,
-# which epoch was exported, the precision). The run summary prints it.
-TRAINING_REPORT = "training.json"
+logger = logging.getLogger(__name__)
 
 
 def write_json(path: str, value) -> None:
@@ -135,7 +133,7 @@ class TrainingRecord(tf_keras.callbacks.Callback):
                   "cpu_seconds": sum(e["cpu_seconds"] for e in self.history),
                   "wall_seconds": sum(e["wall_seconds"] for e in self.history),
                   **self.extra, "epochs": self.history}
-        write_json(os.path.join(self.report_dir, TRAINING_REPORT), report)
+        write_json(os.path.join(self.report_dir, features.TRAINING_REPORT), report)
         if self.history:
             logger.info("training stopped after epoch %d (%s); exporting epoch %d "
                         "(eval loss %.4f nats/char)", last, stopped, es.best_epoch + 1, es.best)

@@ -31,6 +31,12 @@ ONE_STEP_SIGNATURE = "serving_default"
 GENERATE_SIGNATURE = "generate"
 SCORE_SIGNATURE = "score"
 
+# In the Trainer's model_run dir, read back by the run summary (pipeline/summary.py):
+# the training's record (epochs, where and why it stopped, which epoch was exported, the
+# precision), and whether training started from the latest blessed model and why (not).
+TRAINING_REPORT = "training.json"
+WARM_START_REPORT = "warm_start.json"
+
 # Outputs of the score signature, read by the TFMA perplexity metric.
 NLL_OUTPUT = "nll"
 NUM_CHARS_OUTPUT = "num_chars"

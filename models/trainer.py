@@ -28,10 +28,6 @@ from models.settings import ModelSettings, TrainSettings
 
 logger = logging.getLogger(__name__)
 
-# In the Trainer's model_run dir, beside callbacks.TRAINING_REPORT: whether training
-# started from the latest blessed model and why (not). The run summary prints both.
-WARM_START_REPORT = "warm_start.json"
-
 
 def input_fn(file_pattern: List[str], data_accessor, schema, batch_size: int, shuffle: bool,
              repeat: bool, seed: int) -> tf.data.Dataset:
@@ -155,7 +151,7 @@ def fit(model: tf_keras.Model, train_ds, eval_ds, train: TrainSettings, backup: 
     # other workers are done with the backup (WorkersMeet).
     if is_chief():
         callbacks.remove_tree(backup)
-    with tf.io.gfile.GFile(os.path.join(report_dir, callbacks.TRAINING_REPORT), "r") as f:
+    with tf.io.gfile.GFile(os.path.join(report_dir, features.TRAINING_REPORT), "r") as f:
         return json.loads(f.read())
 
 
@@ -212,7 +208,7 @@ def run_fn(fn_args) -> None:
                                              train.weight_decay, train.ema_momentum)
             started = warm_start.apply(model, vocab, char_model.shape_of(model), config["mode"],
                                        config["serving_dir"], enabled=train.warm_start)
-        callbacks.write_json(os.path.join(report_dir, WARM_START_REPORT), started)
+        callbacks.write_json(os.path.join(report_dir, features.WARM_START_REPORT), started)
         logger.info("training: vocabulary %d characters (+%d reserved ids), %s",
                     len(vocab), features.NUM_RESERVED_IDS,
                     json.dumps(dataclasses.asdict(model_settings)))

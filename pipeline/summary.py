@@ -7,8 +7,6 @@ from typing import Any, Dict, List, Optional
 
 from components import names
 from models import features
-from models.callbacks import TRAINING_REPORT
-from models.trainer import WARM_START_REPORT
 from pipeline import records
 
 SUMMARY_FILE = "last_run_summary.json"
@@ -64,7 +62,8 @@ def collect(record: records.RunRecord, pipeline_root: str) -> Dict[str, Any]:
     if record.transform_graph_uri is not None:
         out["vocab_size"] = _vocab_size(record.transform_graph_uri)
     if record.model_run_uri is not None:
-        for key, name in (("training", TRAINING_REPORT), ("warm_start", WARM_START_REPORT)):
+        for key, name in (("training", features.TRAINING_REPORT),
+                          ("warm_start", features.WARM_START_REPORT)):
             path = os.path.join(record.model_run_uri, name)
             if tf.io.gfile.exists(path):
                 with tf.io.gfile.GFile(path, "r") as f:

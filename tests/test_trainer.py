@@ -8,7 +8,7 @@ import tensorflow as tf
 import tf_keras
 
 from conftest import build_tiny_model
-from models import callbacks, model, precision, trainer
+from models import callbacks, features, model, precision, trainer
 from models.settings import TrainSettings
 from pipeline import configs
 
@@ -100,7 +100,7 @@ def test_early_stopping_stops_and_restores_the_best_epoch(tmp_path):
     # Epoch 3 (1.5) is best; epochs 4 and 5 do not beat it: stop after epoch 5.
     assert es.stopped_epoch == 4
     assert all((w == 3).all() for w in m.get_weights())
-    with open(tmp_path / "report" / callbacks.TRAINING_REPORT) as f:
+    with open(tmp_path / "report" / features.TRAINING_REPORT) as f:
         report = json.load(f)
     assert report["epochs_run"] == 5 and report["exported_epoch"] == 3
     assert report["best_eval_loss"] == pytest.approx(1.5)
@@ -125,7 +125,7 @@ def test_the_best_epoch_survives_an_interruption(tmp_path):
     # kill: 3 epochs without improvement (3, 4, 5) → stop after epoch 5 (index 4).
     assert es2.stopped_epoch == 4
     assert all((w == 2).all() for w in m2.get_weights())
-    with open(tmp_path / "report2" / callbacks.TRAINING_REPORT) as f:
+    with open(tmp_path / "report2" / features.TRAINING_REPORT) as f:
         report = json.load(f)
     assert report["exported_epoch"] == 2
     assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3, 4, 5]
@@ -266,7 +266,7 @@ def test_an_epoch_run_again_after_a_kill_is_recorded_once(tmp_path):
                   [3.0, 2.0, 1.5], weights_of)
     es2, rlr2, record2 = _callbacks(tmp_path / "state", tmp_path / "report2", patience=5)
     _drive(m, [es2, rlr2, record2], range(2, 4), [1.6, 1.4], weights_of)
-    with open(tmp_path / "report2" / callbacks.TRAINING_REPORT) as f:
+    with open(tmp_path / "report2" / features.TRAINING_REPORT) as f:
         report = json.load(f)
     assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3, 4]
     assert [e["val_loss"] for e in report["epochs"]][2:] == [1.6, 1.4]
@@ -283,7 +283,7 @@ def test_a_stop_by_another_callback_is_not_reported_as_the_epoch_limit(tmp_path)
 
     _drive(m, [StopAfterTheSecondEpoch(), es, record], range(10), [3.0, 2.0, 1.5],
            _weights_of(m.get_weights()))
-    with open(tmp_path / "report" / callbacks.TRAINING_REPORT) as f:
+    with open(tmp_path / "report" / features.TRAINING_REPORT) as f:
         report = json.load(f)
     assert report["epochs_run"] == 2 and report["exported_epoch"] == 2
     assert report["stopped"] == "stopped by another callback"
