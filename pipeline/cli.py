@@ -11,7 +11,7 @@ import warnings
 from typing import List, Optional
 
 from models.settings import CELLS, PRECISIONS
-from pipeline import configs, summary
+from pipeline import configs
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED, CliError
 
 # flag → (section, setting, type); the one mapping between flags and the config object.
@@ -217,6 +217,7 @@ def cmd_run(args) -> int:
     except local.RunFailed as err:
         print(f"textgen: the pipeline run failed: {err}", file=sys.stderr)
         return EXIT_FAILED
+    from pipeline import summary  # ML Metadata's protos and grpc: not for `--help`
     print(summary.format_summary(result.summary, result.corpus, result.bound,
                                  result.bound_reason, config.eval.max_regression,
                                  result.log_path))
