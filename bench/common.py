@@ -10,6 +10,8 @@ import statistics
 import time
 from typing import Callable, Dict, List, Sequence
 
+import models
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_DIR = os.path.join(REPO, "bench", "out")
 DOCS_DIR = os.path.join(REPO, "docs")
@@ -59,6 +61,8 @@ def machine() -> Dict[str, str]:
     return {"cpu": cpu, "cores": str(os.cpu_count()), "tensorflow": tf.__version__,
             "vector_extensions": vector_extensions(), "peak_gflops": peak_gflops(),
             "python": platform.python_version(),
+            # Unset: TensorFlow's choice (oneDNN on only with AVX512_VNNI, AVX512_BF16 or AMX).
+            "onednn": os.environ.get(models.ONEDNN_ENV, "unset"),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 

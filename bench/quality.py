@@ -22,6 +22,7 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional
 
+import models
 from bench import common
 
 QUALITY_DIR = os.path.join(common.OUT_DIR, "quality")
@@ -180,6 +181,12 @@ RECIPES = [
     # What came of it (Zen 3, 2026-12-01): level with the 2 × LSTM 1024 for 3 epochs, then
     # behind; epoch 10 at 120.8 CPU-min 1.4779 (nanoGPT 1.4564), where `fast` was at 1.4804
     # after 40.7. On an AVX2-only CPU, 2 CPU-hours of float32 do not reach 1.43.
+    # TensorFlow leaves oneDNN off on AVX2-only CPUs; a step probe there (Zen 3, alternated)
+    # cost 0.8x the CPU time with it for GRU 768, 0.7x for GRU 1024, 0.56x for 2 × LSTM 1024.
+    # `textgen run` and this harness now turn it on: `fast_ema_avx2`'s recipe again with it.
+    Recipe("fast_onednn_avx2", "`--preset fast` on an AVX2-only CPU with oneDNN on (what "
+           "`textgen run` trains there now), until it stops or 60 CPU-min", "fast",
+           max_cpu_minutes=60),
     # The tutorial's first 2 epochs on the AVX2-only CPU of a later day: whether an epoch
     # still costs what it did when `tutorial_avx2` ran (same losses, seeded).
     Recipe("tutorial_check_avx2", "`--preset tutorial` on an AVX2-only CPU, its first 2 "
@@ -315,6 +322,7 @@ def main(argv: Optional[List[str]] = None):
                         help="train recipes that finished earlier again, replacing their "
                              "entries (to set them side by side on the day's machine)")
     args = parser.parse_args(argv)
+    models.train_with_onednn()  # as `textgen run` trains; TensorFlow loads below
     # The Trainer's own progress lines (epoch, losses, CPU time, where it stopped).
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))

@@ -205,6 +205,8 @@ def config_from_args(args, preset: Optional[str] = None) -> configs.Config:
 
 
 def cmd_run(args) -> int:
+    import models
+    models.train_with_onednn()  # before the imports below load TensorFlow
     from pipeline.lock import LockBusy
     from pipeline.orchestrators import local
     preset = configs.resolve_preset(args.preset)
