@@ -10,7 +10,7 @@ import statistics
 import time
 from typing import Callable, Dict, List, Sequence
 
-import models
+from models import precision
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_DIR = os.path.join(REPO, "bench", "out")
@@ -61,8 +61,7 @@ def machine() -> Dict[str, str]:
     return {"cpu": cpu, "cores": str(os.cpu_count()), "tensorflow": tf.__version__,
             "vector_extensions": vector_extensions(), "peak_gflops": peak_gflops(),
             "python": platform.python_version(),
-            # Unset: TensorFlow's choice (oneDNN on only with AVX512_VNNI, AVX512_BF16 or AMX).
-            "onednn": os.environ.get(models.ONEDNN_ENV, "unset"),
+            "onednn": "on" if precision.onednn_on(precision.cpu_flags()) else "off",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 

@@ -11,6 +11,7 @@ import os
 from typing import Dict, List, Optional
 
 from bench import common
+from models import precision
 
 DOC = os.path.join(common.DOCS_DIR, "benchmarks.md")
 NANOGPT = [("nanoGPT shakespeare_char (6-layer transformer, 10.7M params, GPU)", 1.4697),
@@ -296,7 +297,8 @@ TARGETS = (1.54, 1.50)
 # The tutorial's runs and the recipes set side by side with each (run on the same machine):
 # the default and the preset made for speed; on an AVX2-only CPU, `fast` (what `--preset
 # auto` picks there) and the `default` preset.
-SIDE_BY_SIDE = {"tutorial": ("default", "fast"), "tutorial_avx2": ("fast_ema_avx2", "fast_avx2", "default_avx2")}
+SIDE_BY_SIDE = {"tutorial": ("default", "fast"),
+                "tutorial_avx2": ("fast_onednn_avx2", "fast_ema_avx2", "fast_avx2", "default_avx2")}
 
 
 def cpu_label(machine: Dict[str, str]) -> str:
@@ -305,7 +307,15 @@ def cpu_label(machine: Dict[str, str]) -> str:
     ext = machine["vector_extensions"].split()
     kind = ("AMX" if "amx_bf16" in ext else "AVX-512 BF16" if "avx512_bf16" in ext
             else "AVX-512" if "avx512f" in ext else "AVX2" if "avx2" in ext else "no AVX2")
-    return f"{machine['cpu']} ({kind})"
+    return f"{machine['cpu']} ({kind}, oneDNN {onednn_of(machine)})"
+
+
+def onednn_of(machine: Dict[str, str]) -> str:
+    """Whether TensorFlow ran oneDNN's kernels: recorded since 2026-12-02; before, nothing
+    set TF_ENABLE_ONEDNN_OPTS, so TensorFlow's own rule decided from the CPU."""
+    if "onednn" in machine:
+        return machine["onednn"]
+    return "on" if precision.onednn_on(machine["vector_extensions"].split(), {}) else "off"
 
 
 def cpu_minutes_to(epochs: List[Dict], level: float) -> Optional[float]:
@@ -336,6 +346,9 @@ def compare(tutorial_name: str, tutorial: Dict, name: str, ours_recipe: Dict) ->
     mine, other = ours_recipe["machine"], tutorial["machine"]
     if all(mine[k] == other[k] for k in ("cpu", "vector_extensions")):
         where = f"both on {cpu_label(mine)}: {mine['vector_extensions']}"
+        if onednn_of(mine) != onednn_of(other):
+            where = (f"both on {mine['cpu']}: {mine['vector_extensions']}; oneDNN "
+                     f"{onednn_of(mine)} for `{name}`, {onednn_of(other)} for `{tutorial_name}`")
     else:
         where = (f"`{name}` on {cpu_label(mine)}, `{tutorial_name}` on {cpu_label(other)}: "
                  "not comparable")

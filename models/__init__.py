@@ -14,8 +14,6 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 # in its log file: pipeline/logs.py).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
-
 
 def train_with_onednn() -> None:
     """In a process that trains, before TensorFlow loads: oneDNN's kernels, unless the
@@ -26,4 +24,4 @@ def train_with_onednn() -> None:
     time with it, but generating runs at 0.5-0.8x the speed (docs/benchmarks.md, the
     AVX2-only rows): so the processes that train turn it on and `textgen serve` does not.
     """
-    os.environ.setdefault(ONEDNN_ENV, "1")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

@@ -9,6 +9,10 @@ import os
 from typing import Iterable, Optional, Sequence, Tuple
 
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# Where TensorFlow turns oneDNN on by itself when TF_ENABLE_ONEDNN_OPTS is unset
+# (DefaultOneDnnPolicy in tensorflow/core/util/util.cc, TF 2.16).
+ONEDNN_DEFAULT_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8",
+                        "amx_bf16")
 MIN_FLOAT16_CAPABILITY = (7, 0)
 
 
@@ -47,6 +51,15 @@ def nvidia_gpu_present(driver_dir: str = "/proc/driver/nvidia/gpus") -> bool:
         return False
 
 
+def onednn_on(flags: Iterable[str], environ=os.environ) -> bool:
+    """Whether TensorFlow runs oneDNN's kernels: TF_ENABLE_ONEDNN_OPTS if set, else its
+    own rule from the CPU's flags."""
+    value = environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if value is not None:
+        return value.lower() in ("1", "true")
+    return any(f in ONEDNN_DEFAULT_FLAGS for f in flags)
+
+
 def choose(requested: str, flags: Optional[Iterable[str]] = None,
            gpus: Optional[Sequence[Tuple[int, int]]] = None,
            onednn: Optional[bool] = None) -> Tuple[str, str]:
@@ -63,11 +76,11 @@ def choose(requested: str, flags: Optional[Iterable[str]] = None,
     flags = set(cpu_flags() if flags is None else flags)
     native = [f for f in NATIVE_BF16_FLAGS if f in flags]
     if onednn is None:
-        # TensorFlow's x86 Linux builds use oneDNN unless this variable turns it off.
-        onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") not in ("0", "false", "False")
+        onednn = onednn_on(flags)
     if native and onednn:
         return "mixed_bfloat16", f"auto: the CPU runs bf16 natively ({', '.join(native)})"
     if native:
         return "float32", ("auto: the CPU has native bf16 but oneDNN is off "
                            "(TF_ENABLE_ONEDNN_OPTS=0)")
-    return "float32", "auto: no GPU, and the CPU has no native bf16 (avx512_bf16 / amx_bf16)"
+    return "float32", ("auto: no GPU, and the CPU has no native bf16 (avx512_bf16 / amx_bf16); "
+                       f"oneDNN {'on' if onednn else 'off'}")

@@ -96,14 +96,45 @@ ALONE = [("models.export", False), ("models.trainer", False), ("serving.cli", Tr
 
 @pytest.mark.parametrize("module, light", ALONE)
 def test_a_module_imports_alone_in_a_fresh_interpreter(module, light):
-    script = (f"import sys; import {module}; "
-              "print('tensorflow' in sys.modules, sys.modules['os'].environ.get("
-              "'TF_USE_LEGACY_KERAS'))")
+    script = (f"import sys; import {module}; env = sys.modules['os'].environ; "
+              "print('tensorflow' in sys.modules, env.get('TF_USE_LEGACY_KERAS'), "
+              "env.get('TF_ENABLE_ONEDNN_OPTS', 'unset'))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=REPO, env={k: v for k, v in os.environ.items()
-                                           if k != "TF_USE_LEGACY_KERAS"}, timeout=600)
+                            cwd=REPO, env=_without("TF_USE_LEGACY_KERAS", "TF_ENABLE_ONEDNN_OPTS"),
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    loaded_tf, legacy_keras = result.stdout.split()[-2:]
+    loaded_tf, legacy_keras, onednn = result.stdout.split()[-3:]
     assert legacy_keras == "1"  # set by the models package, whatever was imported first
+    # Only the processes that train turn oneDNN on: serving keeps TensorFlow's choice.
+    assert onednn == "unset"
     if light:
         assert loaded_tf == "False", f"{module} imports TensorFlow"
+
+
+def _without(*names):
+    return {k: v for k, v in os.environ.items() if k not in names}
+
+
+@pytest.mark.parametrize("users_choice, expected", [(None, "1"), ("0", "0")])
+def test_textgen_run_turns_onednn_on_before_tensorflow_loads_unless_the_user_chose(
+        tmp_path, users_choice, expected):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("To be, or not to be, that is the question.\n" * 20, encoding="utf-8")
+    # The run itself is replaced: what matters is the environment it would start with.
+    script = (
+        "import os, sys\n"
+        "from pipeline import cli\n"
+        "from pipeline.orchestrators import local\n"
+        "def run(config, preset, verbose):\n"
+        "    print(os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset'), 'tensorflow' in sys.modules)\n"
+        "    raise local.RunFailed('stopped by the test')\n"
+        "local.run = run\n"
+        f"sys.exit(cli.main(['run', '--data', {str(corpus)!r}, "
+        f"'--pipeline-root', {str(tmp_path / 'root')!r}]))\n")
+    env = _without("TF_ENABLE_ONEDNN_OPTS")
+    if users_choice is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = users_choice
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=REPO, env=env, timeout=600)
+    assert "stopped by the test" in result.stderr, result.stderr[-3000:]
+    assert result.stdout.split() == [expected, "False"]

@@ -38,6 +38,22 @@ def test_native_bf16_without_onednn_is_float32_and_explicit_values_win():
     assert precision.choose("mixed_bfloat16", flags=AVX2, gpus=())[0] == "mixed_bfloat16"
 
 
+@pytest.mark.parametrize("flags, environ, expected", [
+    (AVX2, {}, False),  # TensorFlow's own rule: off without VNNI, BF16 or AMX
+    (AVX2, {"TF_ENABLE_ONEDNN_OPTS": "1"}, True),  # what training processes set there
+    (AMX, {}, True),
+    (AVX512_BF16 + ("avx512_vnni",), {"TF_ENABLE_ONEDNN_OPTS": "0"}, False),
+    (("avx2", "avx_vnni"), {"TF_ENABLE_ONEDNN_OPTS": "true"}, True),
+])
+def test_onednn_follows_the_variable_else_tensorflows_rule(flags, environ, expected):
+    assert precision.onednn_on(flags, environ) is expected
+
+
+def test_the_float32_reason_says_whether_onednn_runs():
+    assert precision.choose("auto", flags=AVX2, gpus=(), onednn=True)[1].endswith("oneDNN on")
+    assert precision.choose("auto", flags=AVX2, gpus=(), onednn=False)[1].endswith("oneDNN off")
+
+
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\n")
