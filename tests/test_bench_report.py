@@ -167,7 +167,7 @@ def test_the_tutorial_side_by_side_gives_the_ratio_or_its_lower_bound(
         "tutorial": recipe(tutorial_losses, "float32")}}))
     report.main()
     doc = (docs / "benchmarks.md").read_text()
-    assert "both on Test CPU (AVX2): avx2" in doc
+    assert "both on Test CPU (AVX2, oneDNN off): avx2" in doc
     assert expected in doc
 
 
@@ -178,8 +178,19 @@ def test_the_side_by_side_says_when_the_machines_differ(dirs):
     (results / "quality.json").write_text(json.dumps({"recipes": {
         "default": recipe([(2.0, 1.9), (1.5, 1.52)]), "tutorial": tutorial}}))
     report.main()
-    assert ("`default` on Test CPU (AVX2), `tutorial` on Test CPU (AVX-512 BF16): "
-            "not comparable") in (docs / "benchmarks.md").read_text()
+    assert ("`default` on Test CPU (AVX2, oneDNN off), `tutorial` on Test CPU (AVX-512 BF16, "
+            "oneDNN on): not comparable") in (docs / "benchmarks.md").read_text()
+
+
+def test_the_side_by_side_says_which_run_had_onednn_on_the_same_cpu(dirs):
+    results, docs = dirs
+    ours = recipe([(2.0, 1.9), (1.5, 1.52)])
+    ours["machine"] = {**MACHINE, "onednn": "on"}  # recorded; the tutorial's is TF's rule
+    (results / "quality.json").write_text(json.dumps({"recipes": {
+        "default": ours, "tutorial": recipe([(2.0, 2.1), (1.5, 1.53)], "float32")}}))
+    report.main()
+    assert ("both on Test CPU: avx2; oneDNN on for `default`, off for `tutorial`"
+            in (docs / "benchmarks.md").read_text())
 
 
 def test_the_side_by_side_says_when_each_ran_if_at_different_times(dirs):
@@ -189,7 +200,7 @@ def test_the_side_by_side_says_when_each_ran_if_at_different_times(dirs):
     (results / "quality.json").write_text(json.dumps({"recipes": {
         "default": recipe([(2.0, 1.9), (1.5, 1.52)]), "tutorial": tutorial}}))
     report.main()
-    assert "both on Test CPU (AVX2): avx2 (runs ending today and later):" in \
+    assert "both on Test CPU (AVX2, oneDNN off): avx2 (runs ending today and later):" in \
         (docs / "benchmarks.md").read_text()
 
 
@@ -247,13 +258,13 @@ def test_the_avx2_tutorial_run_is_set_beside_the_avx2_default_only(dirs):
     (results / "quality.json").write_text(json.dumps({"recipes": runs}))
     report.main()
     doc = (docs / "benchmarks.md").read_text()
-    assert ("both on Test CPU (AVX-512 BF16): avx2 avx512f avx512_bf16: the tutorial's recipe "
+    assert ("both on Test CPU (AVX-512 BF16, oneDNN on): avx2 avx512f avx512_bf16: the tutorial's recipe "
             "needed 20 CPU-minutes, `default` 10: **2.0×**") in doc
-    assert ("both on Test CPU (AVX2): avx2: the tutorial's recipe needed 40 CPU-minutes, "
+    assert ("both on Test CPU (AVX2, oneDNN off): avx2: the tutorial's recipe needed 40 CPU-minutes, "
             "`default_avx2` 20: **2.0×**") in doc
     # The table's CPU column tells the two generations apart.
-    assert "| `default_avx2` | a recipe | Test CPU (AVX2) |" in doc
-    assert "| `default` | a recipe | Test CPU (AVX-512 BF16) |" in doc
+    assert "| `default_avx2` | a recipe | Test CPU (AVX2, oneDNN off) |" in doc
+    assert "| `default` | a recipe | Test CPU (AVX-512 BF16, oneDNN on) |" in doc
 
 
 def load_row(clients, chars_per_s, errors=0):
