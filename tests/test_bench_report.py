@@ -258,10 +258,10 @@ def test_the_avx2_tutorial_run_is_set_beside_the_avx2_default_only(dirs):
     (results / "quality.json").write_text(json.dumps({"recipes": runs}))
     report.main()
     doc = (docs / "benchmarks.md").read_text()
-    assert ("both on Test CPU (AVX-512 BF16, oneDNN on): avx2 avx512f avx512_bf16: the tutorial's recipe "
-            "needed 20 CPU-minutes, `default` 10: **2.0×**") in doc
-    assert ("both on Test CPU (AVX2, oneDNN off): avx2: the tutorial's recipe needed 40 CPU-minutes, "
-            "`default_avx2` 20: **2.0×**") in doc
+    assert ("both on Test CPU (AVX-512 BF16, oneDNN on): avx2 avx512f avx512_bf16: the "
+            "tutorial's recipe needed 20 CPU-minutes, `default` 10: **2.0×**") in doc
+    assert ("both on Test CPU (AVX2, oneDNN off): avx2: the tutorial's recipe needed 40 "
+            "CPU-minutes, `default_avx2` 20: **2.0×**") in doc
     # The table's CPU column tells the two generations apart.
     assert "| `default_avx2` | a recipe | Test CPU (AVX2, oneDNN off) |" in doc
     assert "| `default` | a recipe | Test CPU (AVX-512 BF16, oneDNN on) |" in doc
