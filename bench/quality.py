@@ -133,6 +133,16 @@ RECIPES = [
            overrides={"model": {"dropout": 0.45},
                       "train": {"epochs": 14, "ema_momentum": 0.98}},
            max_cpu_minutes=120),
+    # What came of it (Zen 4, 2026-12-04): 12.0-14.3 CPU-min an epoch; 0.013-0.017 ahead of
+    # the Zen 5 run at epochs 4-5, 0.0014 at epoch 9 (1.4525; nanoGPT 1.4304) at 117.6
+    # CPU-min, then overfitting (1.4550). The lower the learning rate, the earlier the eval
+    # loss turned (the decay over 11 stalled first): the rate kept higher for longer (the
+    # decay over 20) and a longer average (0.99, about 100 steps) to take out its noise.
+    Recipe("quality_d0.45_20epochs_ema99", "`--preset quality`, dropout 0.45, the decay over "
+           "20 epochs, `train.ema_momentum = 0.99`", "quality",
+           overrides={"model": {"dropout": 0.45},
+                      "train": {"epochs": 20, "ema_momentum": 0.99}},
+           max_cpu_minutes=120),
     # The AVX2-only clause: where bf16 is emulated, `auto` trains the default in
     # float32, as the tutorial; it must still be no slower to any eval loss the tutorial's
     # recipe reaches. The same two recipes, run on an AVX2-only CPU (their `machine` says
