@@ -2,7 +2,8 @@
 BackupAndRestore, the optimizer's moving average) leave to the caller.
 
 `TrainingRecord` keeps their state on disk so that a run killed and resumed still exports
-the best epoch of the whole run, and writes the run's record (features.TRAINING_REPORT);
+the best epoch of the whole run, holds the run to its CPU-time budget, and writes the run's
+record (features.TRAINING_REPORT);
 `EvaluateAverage` has the epochs judged by the weights' moving average; `WorkersMeet`
 holds the workers of a cluster together at the end. `models/trainer.py` orders them.
 """
@@ -40,6 +41,10 @@ class TrainingRecord(tf_keras.callbacks.Callback):
     the kill. This keeps them in `state_dir` after every epoch and puts them back when
     training starts. Place it after those callbacks and before BackupAndRestore, so the
     state on disk is never older than the backup it belongs to.
+
+    With `cpu_budget_minutes` it also stops training before an epoch that would take the
+    run's CPU time (this history's, so epochs before a resume count) past the budget.
+    Keras has no such stop; it belongs here, with the history it is judged from.
     """
 
     _EARLY_STOPPING = ("wait", "best", "best_epoch")
@@ -48,8 +53,11 @@ class TrainingRecord(tf_keras.callbacks.Callback):
     def __init__(self, state_dir: str, report_dir: str,
                  early_stopping: tf_keras.callbacks.EarlyStopping,
                  reduce_lr: Optional[tf_keras.callbacks.ReduceLROnPlateau] = None,
-                 extra: Optional[Dict[str, Any]] = None, on_epoch=None):
+                 extra: Optional[Dict[str, Any]] = None, on_epoch=None,
+                 cpu_budget_minutes: float = 0.0):
         super().__init__()
+        self.cpu_budget_minutes = cpu_budget_minutes
+        self._budget_stop: Optional[str] = None
         self.on_epoch = on_epoch
         self.state_dir, self.report_dir = state_dir, report_dir
         self.early_stopping, self.reduce_lr = early_stopping, reduce_lr
@@ -61,7 +69,7 @@ class TrainingRecord(tf_keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         tf.io.gfile.makedirs(self.state_dir)
         tf.io.gfile.makedirs(self.report_dir)
-        self.history = []
+        self.history, self._budget_stop = [], None
         if not tf.io.gfile.exists(self._state_path):
             return
         with tf.io.gfile.GFile(self._state_path, "r") as f:
@@ -116,6 +124,21 @@ class TrainingRecord(tf_keras.callbacks.Callback):
         write_json(os.path.join(self.report_dir, "epochs.json"), self.history)
         if self.on_epoch:
             self.on_epoch(self.history)
+        if self.cpu_budget_minutes and epoch + 1 < self.params["epochs"]:
+            self._stop_for_budget()
+
+    def _stop_for_budget(self):
+        """Stops before the next epoch if it would not fit, costing what the last one did."""
+        spent = sum(e["cpu_seconds"] for e in self.history) / 60
+        next_epoch = self.history[-1]["cpu_seconds"] / 60
+        # The workers of a cluster count their own CPU time; they must stop at the same
+        # epoch, or the others would wait for the one that stopped forever.
+        spent, next_epoch = _mean_over_the_workers(self.model, (spent, next_epoch))
+        if spent + next_epoch > self.cpu_budget_minutes:
+            self.model.stop_training = True
+            self._budget_stop = (
+                f"CPU budget: {spent:.1f} CPU-min spent of train.max_cpu_minutes = "
+                f"{self.cpu_budget_minutes:g}, and an epoch takes about {next_epoch:.1f}")
 
     def on_train_end(self, logs=None):
         es = self.early_stopping
@@ -123,6 +146,8 @@ class TrainingRecord(tf_keras.callbacks.Callback):
         if es.stopped_epoch:
             stopped = (f"early stopping: eval loss did not improve for {es.patience} "
                        f"epoch{'s' if es.patience != 1 else ''}")
+        elif self._budget_stop:
+            stopped = self._budget_stop
         elif last < self.params.get("epochs", last):
             stopped = "stopped by another callback"  # e.g. TerminateOnNaN
         else:
@@ -200,6 +225,17 @@ class EvaluateAverage(tf_keras.callbacks.Callback):
             for variable, value in zip(self.model.trainable_variables, self._weights):
                 variable.assign(value)
             self._weights = None
+
+
+def _mean_over_the_workers(model: tf_keras.Model, values):
+    """Each of `values` averaged over the workers of a cluster (alone: `values`); the
+    same result on every worker (collective all-reduce has sum and mean, no max)."""
+    strategy = model.distribute_strategy
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return values
+    mean = strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(
+        tf.function(lambda: tf.constant(values, tf.float64))), axis=None)
+    return tuple(float(v) for v in mean.numpy())
 
 
 def _plain(value):

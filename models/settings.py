@@ -46,6 +46,10 @@ class TrainSettings:
     # Stop after this many epochs without a lower eval loss (0: run all `epochs`); the
     # weights exported are always those of the lowest-eval-loss epoch.
     patience: int = 2
+    # A training CPU-time budget (0: none): stop before an epoch that would take the
+    # training past it, judged by the last epoch's CPU time; epochs before a resume count.
+    # CPU time rather than wall time, so a budget means the same on a host shared or not.
+    max_cpu_minutes: float = 0.0
     lr_schedule: str = "plateau"
     # plateau (ReduceLROnPlateau): after `lr_patience` epochs without a lower eval loss
     # multiply the learning rate by `lr_factor` (1.0: a constant learning rate).

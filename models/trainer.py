@@ -134,7 +134,7 @@ def fit(model: tf_keras.Model, train_ds, eval_ds, train: TrainSettings, backup: 
     # Each worker of a cluster keeps its own copy (BackupAndRestore does the same).
     state_dir = os.path.join(backup, "best" if is_chief() else f"best-{task_name()}")
     record = callbacks.TrainingRecord(state_dir, report_dir, early_stopping, reduce_lr,
-                                      extra_report, on_epoch)
+                                      extra_report, on_epoch, train.max_cpu_minutes)
     # In this order at the end: each worker's record removes its own state, the workers
     # meet, and only then does the chief's BackupAndRestore delete the backup. After each
     # epoch, every callback before EvaluateAverage sees the evaluated (averaged) weights.

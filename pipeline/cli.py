@@ -38,6 +38,7 @@ RUN_FLAGS = {
     "--weight-decay": ("train", "weight_decay", float),
     "--ema-momentum": ("train", "ema_momentum", float),
     "--patience": ("train", "patience", int),
+    "--max-cpu-minutes": ("train", "max_cpu_minutes", float),
     "--lr-schedule": ("train", "lr_schedule", str),
     "--lr-factor": ("train", "lr_factor", float),
     "--lr-patience": ("train", "lr_patience", int),
@@ -78,6 +79,8 @@ FLAG_HELP = {
     "--ema-momentum": "evaluate and export the weights' moving average, moved this much less "
                       "than all the way to each step's weights (0 = off)",
     "--patience": "stop after this many epochs without a lower eval loss (0 = run every epoch)",
+    "--max-cpu-minutes": "stop before an epoch that would take training past this many "
+                         "minutes of CPU time (0 = no budget)",
     "--lr-schedule": "plateau: cut the learning rate when the eval loss stalls; cosine: decay "
                      "it to near zero over --epochs (the run's length is its budget)",
     "--lr-factor": "plateau schedule: multiply the learning rate by this (0-1] after "

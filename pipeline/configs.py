@@ -164,6 +164,9 @@ class Config:
         _check(_is_number(t.lr_factor) and 0 < t.lr_factor <= 1, "train.lr_factor (--lr-factor)",
                t.lr_factor, "must be in (0, 1] (1: a constant learning rate)")
         _positive_int("train.lr_patience (--lr-patience)", t.lr_patience)
+        _check(_is_number(t.max_cpu_minutes) and t.max_cpu_minutes >= 0,
+               "train.max_cpu_minutes (--max-cpu-minutes)", t.max_cpu_minutes,
+               "must be >= 0 (0: no budget)")
         _check(t.lr_schedule in LR_SCHEDULES, "train.lr_schedule (--lr-schedule)", t.lr_schedule,
                f"must be {_one_of(LR_SCHEDULES)}")
         _check(t.precision in PRECISIONS, "train.precision (--precision)", t.precision,

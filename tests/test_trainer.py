@@ -1,6 +1,7 @@
 """The Trainer: precision choice, early stopping, the best epoch across a resume, presets."""
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -85,7 +86,7 @@ def _drive(m, callbacks, epochs, losses, weights_of):
 
 def _killed_after(m, callbacks, losses, weights_of):
     """Epochs as fit runs them, then a kill: no on_train_end."""
-    cbs = tf_keras.callbacks.CallbackList(list(callbacks), model=m)
+    cbs = tf_keras.callbacks.CallbackList(list(callbacks), model=m, epochs=len(losses) + 10)
     cbs.on_train_begin()
     for epoch, val_loss in enumerate(losses):
         cbs.on_epoch_begin(epoch)
@@ -303,6 +304,78 @@ def test_a_stop_by_another_callback_is_not_reported_as_the_epoch_limit(tmp_path)
         report = json.load(f)
     assert report["epochs_run"] == 2 and report["exported_epoch"] == 2
     assert report["stopped"] == "stopped by another callback"
+
+
+class _TenCpuMinutesAnEpoch:
+    """process_time as TrainingRecord reads it, at each epoch's begin and end: every epoch
+    costs 10 CPU-minutes."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def process_time(self):
+        self.now += 600.0
+        return self.now
+
+    perf_counter = staticmethod(time.perf_counter)
+
+
+def _budget_record(state_dir, report_dir, budget):
+    es = tf_keras.callbacks.EarlyStopping(monitor="val_loss", patience=5,
+                                          restore_best_weights=True)
+    return es, callbacks.TrainingRecord(str(state_dir), str(report_dir), es,
+                                        cpu_budget_minutes=budget)
+
+
+def test_a_cpu_budget_stops_before_an_epoch_that_would_not_fit(tmp_path, monkeypatch):
+    monkeypatch.setattr(callbacks, "time", _TenCpuMinutesAnEpoch())
+    m = _compiled()
+    es, record = _budget_record(tmp_path / "state", tmp_path / "report", budget=35)
+    _drive(m, [es, record], range(10), [3.0, 2.0, 2.5, 1.0, 0.5],
+           _weights_of(m.get_weights()))
+    # 30 CPU-min after epoch 3: a fourth (another 10) would pass 35.
+    with open(tmp_path / "report" / features.TRAINING_REPORT) as f:
+        report = json.load(f)
+    assert report["epochs_run"] == 3 and report["exported_epoch"] == 2
+    assert report["cpu_seconds"] == pytest.approx(30 * 60)
+    assert report["stopped"].startswith("CPU budget: 30.0 CPU-min spent of "
+                                        "train.max_cpu_minutes = 35")
+    assert all((w == 2).all() for w in m.get_weights())
+
+
+def test_the_cpu_budget_counts_the_epochs_before_a_kill(tmp_path, monkeypatch):
+    monkeypatch.setattr(callbacks, "time", _TenCpuMinutesAnEpoch())
+    m = _compiled()
+    weights_of = _weights_of(m.get_weights())
+    _killed_after(m, _budget_record(tmp_path / "state", tmp_path / "report1", budget=45),
+                  [3.0, 2.0], weights_of)
+    es, record = _budget_record(tmp_path / "state", tmp_path / "report2", budget=45)
+    _drive(m, [es, record], range(2, 10), [1.5, 1.4, 1.3], weights_of)
+    # 20 CPU-min before the kill, 20 after: a fifth epoch would pass 45.
+    with open(tmp_path / "report2" / features.TRAINING_REPORT) as f:
+        report = json.load(f)
+    assert report["epochs_run"] == 4 and "CPU budget: 40.0" in report["stopped"]
+
+
+def test_without_a_budget_or_within_it_training_runs_every_epoch(tmp_path, monkeypatch):
+    monkeypatch.setattr(callbacks, "time", _TenCpuMinutesAnEpoch())
+    m = _compiled()
+    for budget, name in ((0, "none"), (50, "fits")):
+        es, record = _budget_record(tmp_path / name, tmp_path / f"report-{name}", budget)
+        _drive(m, [es, record], range(5), [3.0, 2.0, 1.5, 1.4, 1.3],
+               _weights_of(m.get_weights()))
+        with open(tmp_path / f"report-{name}" / features.TRAINING_REPORT) as f:
+            report = json.load(f)
+        assert report["epochs_run"] == 5 and report["stopped"] == "reached train.epochs = 5"
+
+
+def test_fit_holds_to_the_cpu_budget(tmp_path):
+    m = _compiled()
+    ds = _repeating_text()
+    # Any epoch costs more than a nanosecond of CPU: the first leaves no room for another.
+    settings = TrainSettings(epochs=4, learning_rate=0.05, max_cpu_minutes=1e-9)
+    record = trainer.fit(m, ds, ds, settings, str(tmp_path / "backup"), str(tmp_path / "run"))
+    assert record["epochs_run"] == 1 and record["stopped"].startswith("CPU budget")
 
 
 def test_removing_a_backup_another_worker_is_emptying_is_not_an_error(tmp_path, monkeypatch):
