@@ -110,11 +110,14 @@ def _run_locked(config, corpus, input_base, pattern, bound, pipeline_root,
         logger.info("reading %s/%s on the Beam workers; pipeline root %s", input_base, pattern,
                     pipeline_root)
     m, t = config.model, config.train
-    logger.info("recipe: preset %s (%s): %s %d×%d, dropout %g; batch %d, learning rate %g%s, "
-                "at most %d epochs", preset[0], preset[1], m.cell.upper(),
-                m.rnn_layers, m.rnn_units, m.dropout, t.batch_size, t.learning_rate,
+    schedule = (f"decaying over {t.epochs} epochs" if t.lr_schedule == "cosine" else
+                "cut at plateaus" if t.lr_factor < 1 else "constant")
+    logger.info("recipe: preset %s (%s): %s %d×%d, dropout %g; batch %d, learning rate %g %s%s, "
+                "at most %d epochs%s", preset[0], preset[1], m.cell.upper(),
+                m.rnn_layers, m.rnn_units, m.dropout, t.batch_size, t.learning_rate, schedule,
                 f", weights' moving average {t.ema_momentum:g}" if t.ema_momentum else "",
-                t.epochs)
+                t.epochs,
+                f" or {t.max_cpu_minutes:g} CPU-minutes" if t.max_cpu_minutes else "")
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     from pipeline import pipeline as pipeline_lib, records, summary
