@@ -161,7 +161,7 @@ RECIPES = [
            "decay over 20 epochs, `train.ema_momentum = 0.99` (run before its budget setting, "
            "until 120 CPU-min had passed)", "quality",
            overrides={"model": {"dropout": 0.45},
-                      "train": {"epochs": 20, "ema_momentum": 0.99}},
+                      "train": {"epochs": 20, "ema_momentum": 0.99, "max_cpu_minutes": 0.0}},
            max_cpu_minutes=120),
     # What came of it (Zen 4, 2026-12-04): behind the run above for 5 epochs (the longer
     # average lags), level at epoch 6, ahead from 7: epoch 9 at 119.1 CPU-min 1.4506 (nanoGPT
