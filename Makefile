@@ -11,7 +11,7 @@ ifeq ($(UV),)
 UV := .tools/bin/uv
 endif
 
-.PHONY: install run test lock clean help bench bench-quality
+.PHONY: install run test lock wheel clean help bench bench-quality
 
 help:
 	@echo "make run ARGS='--data FILE ...'   run the pipeline (see: .venv/bin/textgen run --help)"
@@ -19,13 +19,14 @@ help:
 	@echo "make bench                        quick benchmarks (30-45 min) → docs/benchmarks.md"
 	@echo "make bench-quality                the long model-quality run (hours; resumable)"
 	@echo "make install                      create/refresh .venv from requirements/lock.txt"
-	@echo "make lock                         re-resolve requirements/requirements.in"
+	@echo "make wheel                        build dist/textgen-*.whl (what images and workers install)"
+	@echo "make lock                         re-resolve pyproject.toml's dependencies"
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv
 
-$(STAMP): requirements/lock.txt setup.py | $(UV)
+$(STAMP): requirements/lock.txt pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
 	$(UV) pip install --quiet --python $(VENV)/bin/python -r requirements/lock.txt
 	$(UV) pip install --quiet --python $(VENV)/bin/python --no-deps -e .
@@ -55,8 +56,13 @@ bench-quality: install
 	$(VENV)/bin/python -m bench.quality $(ARGS)
 	$(VENV)/bin/python -m bench.report
 
+# The package installed like any other: deploy/install.sh puts it into an image or a worker.
+wheel: | $(UV)
+	$(UV) build --quiet --wheel --out-dir dist
+
+# Every extra (Airflow, Vertex, the tests' and benchmarks' tools): one environment for all.
 lock: | $(UV)
-	$(UV) pip compile --quiet --python-version 3.11 requirements/requirements.in -o requirements/lock.txt
+	$(UV) pip compile --quiet --python-version 3.11 --all-extras pyproject.toml -o requirements/lock.txt
 
 clean:
-	rm -rf $(VENV) .tools tfx_root serving_model
+	rm -rf $(VENV) .tools tfx_root serving_model dist

@@ -4,8 +4,10 @@ Precedence: built-in defaults < config file (TOML or YAML) < command-line flags.
 This module imports no TensorFlow, so the CLI can validate settings in milliseconds.
 """
 import dataclasses
+import importlib.resources
 import json
 import os
+import tomllib
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from components import text_records
@@ -241,7 +243,6 @@ def load_file(path: str) -> Dict[str, Any]:
     ext = os.path.splitext(path)[1].lower()
     try:
         if ext == ".toml":
-            import tomllib
             return tomllib.loads(raw.decode("utf-8"))
         if ext in (".yaml", ".yml"):
             import yaml
@@ -257,13 +258,16 @@ def load_file(path: str) -> Dict[str, Any]:
     raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file")
 
 
-PRESETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
+def _preset_files():
+    """The shipped presets' folder, pipeline/presets/, wherever the package is installed
+    (a wheel in site-packages, an image, a source checkout)."""
+    return importlib.resources.files("pipeline").joinpath("presets")
 
 
 def presets() -> List[str]:
     """Names of the shipped presets (pipeline/presets/NAME.toml)."""
-    return sorted(name[:-len(".toml")] for name in os.listdir(PRESETS_DIR)
-                  if name.endswith(".toml"))
+    return sorted(f.name[:-len(".toml")] for f in _preset_files().iterdir()
+                  if f.name.endswith(".toml"))
 
 
 # `--preset auto`: chosen for the machine that trains (choose_preset).
@@ -302,8 +306,8 @@ def load(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None,
         if preset not in presets():
             raise ConfigError(f"preset {preset!r}: unknown; expected one of "
                               f"{', '.join(presets())}")
-        preset_path = os.path.join(PRESETS_DIR, preset + ".toml")
-        config.update(load_file(preset_path), source=f"preset {preset}")
+        text = _preset_files().joinpath(preset + ".toml").read_text(encoding="utf-8")
+        config.update(tomllib.loads(text), source=f"preset {preset}")
     if path:
         config.update(load_file(path), source=path)
     if overrides:

@@ -1,12 +1,10 @@
-"""Airflow DAG file for textgen: copy or link into Airflow's dags folder.
+"""Airflow DAG file for textgen: copy it into Airflow's dags folder.
 
-The Airflow workers need this project installed (`pip install -e .` or the venv of
-`make install`) and TEXTGEN_CONFIG pointing at the config file; see docs/scheduling.md.
+The Airflow workers need the textgen package installed (the pipeline image, or
+deploy/install.sh) and TEXTGEN_CONFIG pointing at the config file; see docs/scheduling.md.
+Importing it loads no TFX and no TensorFlow: the task does, when it runs.
 """
-import models
-
-models.train_with_onednn()  # Airflow's task processes train: before TensorFlow loads
-from pipeline.orchestrators.airflow_dag import build_dag  # noqa: E402
+from pipeline.orchestrators.airflow_dag import build_dag
 
 # Airflow finds DAGs among a module's globals.
 DAG = build_dag()
