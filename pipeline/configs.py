@@ -80,9 +80,10 @@ class MetadataSettings:
 @dataclasses.dataclass
 class VertexSettings:
     """What `textgen compile --target vertex` puts into the KFP v2 definition."""
-    # The container every component runs in: TFX's image plus this project installed
-    # (see docs/scheduling.md); its Python must import `components` and `models`.
-    image: str = "gcr.io/tfx-oss-public/tfx:1.16.0"
+    # The container every component runs in: the pipeline image (deploy/Dockerfile) as
+    # pushed to a registry the project can pull from. No default: TFX's stock image cannot
+    # import this project's executors and run_fn.
+    image: Optional[str] = None
     trainer_gpus: int = 0
     trainer_gpu_type: str = "NVIDIA_TESLA_T4"
     trainer_cpu: float = 4.0

@@ -1,5 +1,10 @@
 """Shared test fixtures."""
+import dataclasses
+import fcntl
+import glob
 import os
+import shutil
+import subprocess
 import sys
 
 import pytest
@@ -80,6 +85,53 @@ def call_signatures_in_fresh_process(model_dir, state_size):
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out.pop("modules") == []
     return out
+
+
+@dataclasses.dataclass
+class Installed:
+    """textgen as a deployment has it: the wheel and the environment it was installed in."""
+    wheel: str
+    sdist: str
+    env: str
+
+    def bin(self, name: str) -> str:
+        return os.path.join(self.env, "bin", name)
+
+
+def _uv() -> str:
+    """uv as `make install` found or bootstrapped it."""
+    found = shutil.which("uv") or os.path.join(REPO, ".tools", "bin", "uv")
+    assert os.path.exists(found), "uv not found: run `make install` first"
+    return found
+
+
+def _run(cmd, cwd):
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=str(cwd),
+                            env={**os.environ, "UV": _uv()}, timeout=1800)
+    assert result.returncode == 0, f"{cmd}:\n{result.stdout}{result.stderr}"
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory) -> Installed:
+    """A wheel built from this checkout (through its sdist, as `uv build` does) and
+    installed non-editable by deploy/install.sh, the image's own install step, into a fresh
+    environment: once per test session, shared by pytest-xdist's workers."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with open(shared / "installed.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        dist, env = shared / "dist", shared / "installed"
+        if not (env / ".complete").exists():
+            shutil.rmtree(dist, ignore_errors=True)
+            shutil.rmtree(env, ignore_errors=True)
+            _run([_uv(), "build", "--quiet", "--out-dir", str(dist), REPO], shared)
+            _run([os.path.join(REPO, "deploy", "install.sh"), str(env),
+                  *glob.glob(str(dist / "*.whl")), os.path.join(REPO, "requirements", "lock.txt")],
+                 shared)
+            (env / ".complete").touch()
+    [wheel] = glob.glob(str(dist / "*.whl"))
+    [sdist] = glob.glob(str(dist / "*.tar.gz"))
+    return Installed(wheel=wheel, sdist=sdist, env=str(env))
 
 
 def shared_data(name):

@@ -1,7 +1,6 @@
 """`textgen run` processes as cron would start them: overlapping runs on one pipeline
-root (the first of them also shows what a run prints on the terminal), and a run (in lines
-mode) on Beam's DirectRunner in multi-processing mode."""
-import json
+root (the first of them also shows what a run prints on the terminal). The run on Beam's
+multi-processing DirectRunner is the installed package's (tests/test_packaging.py)."""
 import os
 import subprocess
 import sys
@@ -13,11 +12,9 @@ from components import pusher
 from pipeline import configs
 from pipeline import runs as runs_lib
 from pipeline.lock import LOCK_NAME, holder_of
-from test_pipeline_e2e import TINY, check_reported_perplexity, make_corpus
+from test_pipeline_e2e import TINY, make_corpus
 
 TEXTGEN = os.path.join(os.path.dirname(sys.executable), "textgen")
-MULTI = ["--beam-arg=--direct_running_mode=multi_processing",
-         "--beam-arg=--direct_num_workers=2"]
 
 
 def _wait_for_lock_holder(lock_file, proc, limit=600):
@@ -116,22 +113,3 @@ def test_a_successful_run_prints_progress_and_no_framework_noise(overlapping):
     with open(log, encoding="utf-8") as f:
         text = f.read()
     assert "Component Trainer is running." in text and "Unable to register" in text
-
-
-def test_the_pipeline_in_lines_mode_on_the_multi_processing_direct_runner(tmp_path):
-    """Every Beam stage in worker processes (each imports TensorFlow: ~8 min here), one
-    record per line; the Evaluator's number, computed in the workers, is recomputed here."""
-    root, serving, base = _base(tmp_path)
-    result = subprocess.run(base + MULTI + ["--mode", "lines", "--verbose"],
-                            capture_output=True, text=True, timeout=3600)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-5000:]
-    assert "blessed: yes" in out and len(pusher.versions(serving)) == 1
-    with open(os.path.join(root, "last_run_summary.json"), encoding="utf-8") as f:
-        summary = json.load(f)
-    check_reported_perplexity(summary, str(tmp_path / "corpus.txt"), "lines",
-                              summary["pushed_path"])
-    # Logged by Beam's SDK worker processes, not by this one.
-    assert out.count("Pipeline_options: {'direct_num_workers': 2, "
-                     "'direct_running_mode': 'multi_processing'") >= 2
-    assert out.count("apache_beam.runners.worker.sdk_worker:Control channel established") >= 2

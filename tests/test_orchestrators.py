@@ -22,6 +22,7 @@ schedule = "0 3 * * *"
 [eval]
 max_perplexity = 30.0
 """
+IMAGE = '[vertex]\nimage = "europe-docker.pkg.dev/p/r/textgen-pipeline:1"\n'
 
 
 def _compile(tmp_path, capsys, extra_config="", flags=()):
@@ -75,7 +76,7 @@ def test_vertex_definition_names_every_component(tmp_path, capsys):
 
 
 def test_vertex_without_gpus_requests_none(tmp_path, capsys):
-    definition, _ = _compile(tmp_path, capsys)
+    definition, _ = _compile(tmp_path, capsys, IMAGE)
     trainer = _executors(definition)["Trainer_executor"]["container"]["resources"]
     assert "accelerator" not in trainer
 
@@ -85,10 +86,12 @@ def test_vertex_without_gpus_requests_none(tmp_path, capsys):
     ("/gcs/my-bucket/serving", "gs://my-bucket/serving", "run.serving_dir"),
     # Remote data cannot be read here to derive the bound.
     ("max_perplexity = 30.0", "", "eval.max_perplexity"),
+    # TFX's stock image cannot import our executors: the pipeline image must be named.
+    (IMAGE, "", "vertex.image"),
 ])
 def test_vertex_compile_refuses_what_it_cannot_run(tmp_path, capsys, old, new, named):
     config = tmp_path / "bad.toml"
-    config.write_text(REMOTE_CONFIG.replace(old, new))
+    config.write_text((REMOTE_CONFIG + IMAGE).replace(old, new))
     assert cli.main(["compile", "--target", "vertex", "--config", str(config),
                      "--output", str(tmp_path / "p.json")]) == 2
     assert named in capsys.readouterr().err
@@ -102,58 +105,50 @@ def airflow_home(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _airflow_config(home, data="", run="", evaluation="", rest=""):
-    """A config file for the DAG under `home`: spans of text, roots and a perplexity bound,
-    plus the given lines of each section."""
+def _airflow_config(home, run="", rest=""):
+    """A config file for the DAG under `home`: spans of text and roots, plus the given lines."""
     path = home / "airflow.toml"
     path.write_text(f"""[data]
 path = "{home}/text/span-{{SPAN}}/*.txt"
-{data}
 [run]
 pipeline_root = "{home}/root"
 serving_dir = "{home}/serving"
 {run}
-[eval]
-max_perplexity = 40.0
-{evaluation}
 {rest}""")
     return path
 
 
-def test_airflow_dag_has_the_schedule_and_every_component(airflow_home):
+def test_airflow_dag_has_the_schedule_and_one_task_running_the_config(airflow_home):
     from pipeline.orchestrators import airflow_dag
     config = _airflow_config(airflow_home, run='schedule = "30 2 * * *"')
     dag = airflow_dag.build_dag(str(config))
     assert dag.dag_id == "textgen"
     assert dag.timetable.summary == "30 2 * * *"
     assert dag.max_active_runs == 1 and dag.catchup is False
-    assert COMPONENTS | {"latest_blessed_model_resolver", "span_range_resolver"} == \
-        set(dag.task_ids)
-    # The spans trained on come from the span resolver, after this run's ExampleGen.
-    assert dag.get_task("span_range_resolver").upstream_task_ids == {"TextExampleGen"}
-    assert dag.get_task("Transform").upstream_task_ids == {"span_range_resolver", "SchemaGen"}
-    assert {"Transform", "SchemaGen"} <= dag.get_task("Trainer").upstream_task_ids
-    assert {"Trainer", "latest_blessed_model_resolver"} <= \
-        dag.get_task("Evaluator").upstream_task_ids
-    assert dag.get_task("Pusher").upstream_task_ids == {"Trainer", "Evaluator"}
+    (task,) = dag.tasks
+    assert task.task_id == airflow_dag.TASK_ID
+    assert task.python_callable is airflow_dag.run_pipeline
+    assert task.op_kwargs == {"config_file": str(config)}
 
 
-def test_airflow_dag_needs_a_config_and_a_bound(airflow_home, monkeypatch):
+def test_airflow_dag_needs_a_config_with_data(airflow_home, monkeypatch):
     from pipeline.orchestrators import airflow_dag
     monkeypatch.delenv(airflow_dag.CONFIG_ENV, raising=False)
     with pytest.raises(ConfigError, match=airflow_dag.CONFIG_ENV):
         airflow_dag.build_dag()
-    config = airflow_home / "nobound.toml"
-    config.write_text('[data]\npath = "/data/span-{SPAN}/*.txt"\n')
-    with pytest.raises(ConfigError, match="eval.max_perplexity"):
+    config = airflow_home / "nodata.toml"
+    config.write_text('[eval]\nmax_perplexity = 9.0\n')
+    with pytest.raises(ConfigError, match="data.path"):
+        airflow_dag.build_dag(str(config))
+    config.write_text('[data]\npath = "/data/span-{SPAN}/*.txt"\n[train]\nepochs = 0\n')
+    with pytest.raises(ConfigError, match="train.epochs"):
         airflow_dag.build_dag(str(config))
 
 
 def test_deploy_dag_file_builds_from_the_environment(airflow_home, monkeypatch):
     config = airflow_home / "env.toml"
     config.write_text(f'[data]\npath = "{airflow_home}/span-{{SPAN}}/*.txt"\n'
-                      f'[run]\npipeline_root = "{airflow_home}/root"\n'
-                      '[eval]\nmax_perplexity = 9.0\n')
+                      f'[run]\npipeline_root = "{airflow_home}/root"\n')
     monkeypatch.setenv("TEXTGEN_CONFIG", str(config))
     import runpy
     dag_file = os.path.join(os.path.dirname(os.path.dirname(__file__)), "deploy", "airflow",
@@ -239,61 +234,29 @@ def test_vertex_definition_carries_the_configs_settings(tmp_path, capsys):
         "accelerator": {"type": "NVIDIA_L4", "count": "1"}}
 
 
-def test_airflow_tasks_carry_the_configs_settings(airflow_home):
-    from pipeline.orchestrators import airflow_dag
+def test_the_airflow_task_runs_the_configs_settings_as_textgen_run_does(airflow_home,
+                                                                         monkeypatch):
+    """The task hands the local run (the code behind `textgen run`) the file's settings over
+    the preset `auto` chose on the worker; a run holding the root's lock skips the task."""
+    from airflow.exceptions import AirflowSkipException
+
+    from pipeline import configs
+    from pipeline.lock import LockBusy
+    from pipeline.orchestrators import airflow_dag, local
     settings = _expected()
-    config = _airflow_config(
-        airflow_home, run='schedule = "15 4 * * 1"',
-        evaluation=f"max_regression = {MAX_REGRESSION}",
-        rest='[metadata]\nbackend = "mysql"\nmysql_host = "mlmd.example"\nmysql_port = 3307\n'
-             'mysql_database = "textgen_airflow"\n' + SETTINGS)
-    dag = airflow_dag.build_dag(str(config))
-    assert dag.timetable.summary == "15 4 * * 1"
+    config = _airflow_config(airflow_home, rest=SETTINGS)
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # the task sets it for its own process
+    handed = []
 
-    def launched(task_id):
-        """What the task's operator hands TFX's launcher when Airflow runs it."""
-        callable_ = dag.get_task(task_id).python_callable
-        return callable_.keywords, dag.get_task(task_id).op_kwargs["exec_properties"]
-    _, trainer_properties = launched("Trainer")
-    _, evaluator_properties = launched("Evaluator")
-    _check_trainer_and_evaluator(json.loads(trainer_properties["custom_config"]),
-                                 json.loads(evaluator_properties["eval_config"]),
-                                 settings, 40.0, str(airflow_home / "serving"))
-    # Every task records into the config's ML Metadata.
-    for task_id in dag.task_ids:
-        mysql = launched(task_id)[0]["metadata_connection_config"].mysql
-        assert (mysql.host, mysql.port, mysql.database) == \
-            ("mlmd.example", 3307, "textgen_airflow"), task_id
-
-
-def test_one_airflow_task_runs_offline(airflow_home):
-    """The DAG's ExampleGen task, executed as Airflow's worker executes it (the operator's
-    `execute` with the task context), without a scheduler or Airflow's database."""
-    import glob
-    from pipeline import corpus as corpus_lib
-    from pipeline.orchestrators import airflow_dag
-    from test_text_example_gen import read_split
-    span = airflow_home / "text" / "span-3"
-    span.mkdir(parents=True)
-    (span / "a.txt").write_text("to be, or not to be, that is the question:\n" * 6)
-    config = _airflow_config(airflow_home, data="seq_length = 20\neval_fraction = 0.25")
-    dag = airflow_dag.build_dag(str(config))
-    # Unlike `textgen run`, the DAG creates no folders: ML Metadata's SQLite file needs its
-    # folder (docs/scheduling.md).
-    (airflow_home / "root").mkdir()
-
-    class DagRun:
-        run_id = "scheduled__2024-01-02T00:00:00+00:00"
-
-    class TaskInstance:
-        def get_dagrun(self):
-            return DagRun()
-    dag.get_task("TextExampleGen").execute({"ti": TaskInstance(), "run_id": DagRun.run_id})
-
-    corpus = corpus_lib.check(f"{airflow_home}/text/span-{{SPAN}}/*.txt", "stream", 20, 0.25,
-                              "strict", 1)
-    (examples,) = glob.glob(str(airflow_home / "root" / "TextExampleGen" / "examples" / "*"))
-    train = read_split(os.path.join(examples, "Split-train"))
-    evaluation = read_split(os.path.join(examples, "Split-eval"))
-    assert (len(train), len(evaluation)) == (corpus.train_records, corpus.eval_records)
-    assert "".join(train).startswith("to be, or not to be,")
+    def fake_run(config, preset, verbose=False):
+        handed.append((config, preset))
+        raise LockBusy("pipeline root in use by another textgen run")
+    monkeypatch.setattr(local, "run", fake_run)
+    with pytest.raises(AirflowSkipException, match="in use by another textgen run"):
+        airflow_dag.run_pipeline(str(config))
+    [(run_config, preset)] = handed
+    assert preset == configs.choose_preset()
+    for section in ("model", "train"):
+        for key, value in settings[section].items():
+            assert getattr(getattr(run_config, section), key) == value, f"{section}.{key}"
+    assert run_config.run.pipeline_root == str(airflow_home / "root")

@@ -38,15 +38,17 @@ def rss_mb(pid):
     raise AssertionError(f"no VmRSS for process {pid}")
 
 
+TEXTGEN = os.path.join(os.path.dirname(sys.executable), "textgen")
+
+
 class ServeProcess:
     """`textgen serve` on free loopback ports; its log lines are collected as they come."""
 
-    def __init__(self, model_dir):
-        textgen = os.path.join(os.path.dirname(sys.executable), "textgen")
+    def __init__(self, model_dir, textgen=TEXTGEN, cwd=None):
         self.process = subprocess.Popen(
             [textgen, "serve", "--model-dir", model_dir, "--host", "127.0.0.1", "--port", "0",
              "--rest-port", "0", "--poll-seconds", "0.5"],
-            stderr=subprocess.PIPE, text=True, errors="replace")
+            stderr=subprocess.PIPE, text=True, errors="replace", cwd=cwd)
         self.lines = queue.Queue()
         threading.Thread(target=lambda: [self.lines.put(line) for line in self.process.stderr],
                          daemon=True).start()

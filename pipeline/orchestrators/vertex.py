@@ -2,8 +2,8 @@
 
 TFX's KubeflowV2DagRunner only compiles (protos from kfp-pipeline-spec); submitting
 the file is Vertex's business (docs/scheduling.md shows how). Every component runs in
-`vertex.image`; the Trainer asks for the [vertex] CPU, memory and GPUs, which Vertex
-turns into its machine type and accelerators.
+`vertex.image`, the pipeline image (deploy/Dockerfile); the Trainer asks for the [vertex]
+CPU, memory and GPUs, which Vertex turns into its machine type and accelerators.
 """
 import json
 import os
@@ -45,6 +45,10 @@ def compile_pipeline(config: Config, output_file: str) -> Dict[str, Any]:
                                   config.data.span_count)
     input_base, input_pattern = corpus_lib.locate(config.data.path)
     max_perplexity, _ = corpus_lib.perplexity_bound(config.eval.max_perplexity, corpus)
+    if not config.vertex.image:
+        raise ConfigError("set vertex.image (--image) to the pipeline image: build it from "
+                          "deploy/Dockerfile and push it to a registry Vertex can pull from, "
+                          "e.g. europe-docker.pkg.dev/PROJECT/REPO/textgen-pipeline:0.1.0")
     if not os.path.isdir(os.path.dirname(os.path.abspath(output_file))):
         raise ConfigError(f"--output {output_file}: its folder does not exist")
     output_file = os.path.abspath(output_file)
