@@ -7,7 +7,9 @@ The parameters are TF Serving's (settings.BatchingParameters, read from the same
 max_batch_size is INVALID_ARGUMENT, one that would make the queue hold more than
 max_enqueued_batches batches is UNAVAILABLE at once.
 
-One difference, so that batching never taxes a lone caller: a batch that is not full
+Two differences. A merged call that fails is run again request by request, so that a bad
+request fails only itself (TF Serving answers every request of the batch with its
+error). And so that batching never taxes a lone caller: a batch that is not full
 closes as soon as it holds as many requests as the largest batch of the last second
 (a lone caller's requests run at once; sixteen streams wait for each other), and at the
 latest batch_timeout_micros after it could have run (a thread free, the previous batch
@@ -71,6 +73,7 @@ class Batcher:
         self.batches = 0  # model calls made, and
         self.batched_requests = 0  # the requests they answered (their ratio: merging)
         self.largest_batch = 0  # most requests merged into one call
+        self.split_batches = 0  # merged calls that failed, then ran request by request
         self._threads = [threading.Thread(target=self._work, daemon=True,
                                           name=f"batch-{name}-{i}")
                          for i in range(parameters.num_batch_threads)]
@@ -221,15 +224,20 @@ class Batcher:
                   for name in names}
         try:
             outputs = self._run(signature, merged, cancel)
-        except ServingError as err:
-            for task in tasks:
-                self._finish(task, error=err)
-            return
         except Exception as err:  # noqa: BLE001 - every waiting caller must get an answer
-            logger.exception("batch of %s failed", signature)
-            for task in tasks:
-                self._finish(task, error=ServingError("INTERNAL", f"{type(err).__name__}: "
-                                                                  f"{err}"))
+            waiting = [task for task in tasks if not task.done.is_set()]
+            if len(waiting) > 1:
+                # One request's input (a value only the graph checks) fails the merged
+                # call for all: each runs again alone, so that each gets its own answer.
+                self.split_batches += 1
+                for task in waiting:
+                    self._run_batch(signature, [task])
+                return
+            if not isinstance(err, ServingError):
+                logger.exception("batch of %s failed", signature)
+                err = ServingError("INTERNAL", f"{type(err).__name__}: {err}")
+            for task in waiting:
+                self._finish(task, error=err)
             return
         self.batches += 1
         self.batched_requests += len(tasks)

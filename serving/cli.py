@@ -3,6 +3,7 @@
 Nothing here imports TensorFlow or gRPC at module level (`textgen --help` stays instant);
 `serve` loads TensorFlow when it starts, `generate --server/--rest` never does.
 """
+import argparse
 import logging
 import math
 import os
@@ -69,14 +70,19 @@ def _add_serve_parser(sub) -> None:
     p.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_MB,
                    help=f"largest gRPC message / REST body in MiB (default "
                         f"{DEFAULT_MAX_MESSAGE_MB})")
-    p.add_argument("--enable_batching", "--enable-batching", action="store_true",
+    p.add_argument("--enable_batching", "--enable-batching", nargs="?", const=True,
+                   default=True, type=_true_or_false, metavar="true|false",
                    help="merge concurrent requests to a signature into one model call, as "
-                        "tensorflow_model_server --enable_batching (off by default)")
+                        "tensorflow_model_server --enable_batching does (on by default here, "
+                        "off there); --enable_batching=false or --no-batching turns it off")
+    p.add_argument("--no-batching", dest="enable_batching", action="store_false",
+                   help="run each request on its own")
     p.add_argument("--batching_parameters_file", "--batching-parameters-file", metavar="FILE",
                    help="TF Serving's BatchingParameters in protobuf text format (e.g. "
                         "deploy/config/batching.config: max_batch_size, batch_timeout_micros, "
-                        "num_batch_threads, max_enqueued_batches); without it, TF Serving's "
-                        "defaults. Needs --enable_batching")
+                        "num_batch_threads, max_enqueued_batches; a field left out takes TF "
+                        "Serving's default); without it, the parameters of "
+                        "deploy/config/batching.config")
     p.add_argument("--threads", type=int, default=None,
                    help="request threads per protocol (default 4 per CPU, plus "
                         "max_batch_size with --enable_batching: a request waits in its batch "
@@ -172,8 +178,17 @@ def _check_serve_args(args) -> None:
     if args.threads is not None and args.threads < 1:
         raise CliError(f"--threads {args.threads}: give a positive number")
     if args.batching_parameters_file and not args.enable_batching:
-        raise CliError("--batching_parameters_file needs --enable_batching (as in "
-                         "tensorflow_model_server)")
+        raise CliError("--batching_parameters_file needs batching on: drop "
+                       "--no-batching / --enable_batching=false")
+
+
+def _true_or_false(value: str) -> bool:
+    """TF Serving's boolean flag values (--enable_batching=false)."""
+    if value.lower() in ("true", "1"):
+        return True
+    if value.lower() in ("false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r}: give true or false")
 
 
 def _batching_parameters(args):
@@ -182,7 +197,7 @@ def _batching_parameters(args):
     if not args.enable_batching:
         return None
     if not args.batching_parameters_file:
-        return settings.BatchingParameters()
+        return settings.SERVE_BATCHING
     try:
         parameters, ignored = settings.read_batching_parameters(args.batching_parameters_file)
     except ValueError as err:

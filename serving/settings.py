@@ -50,6 +50,15 @@ class BatchingParameters:
     max_enqueued_batches: int = 10
 
 
+# What `textgen serve` batches with when no --batching_parameters_file is given (TF
+# Serving's server batches only when told to; ours batches by default): the parameters
+# measured best on 2 CPU cores (docs/benchmarks.md, "Serving under load"), the same as
+# deploy/config/batching.config, which says why each (tests/test_serving_batching.py
+# keeps the two equal).
+SERVE_BATCHING = BatchingParameters(max_batch_size=64, batch_timeout_micros=5000,
+                                    num_batch_threads=1, max_enqueued_batches=256)
+
+
 # Fields of BatchingParameters that only matter to TF Serving's own scheduler: accepted in
 # the shared config file, not used here (our graphs take any batch size without padding,
 # and every input has the same shape past dimension 0, so there is nothing to pad).

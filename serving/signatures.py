@@ -10,6 +10,7 @@ from typing import Dict, Iterable, List, Mapping, Tuple
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from models import features
 from serving import protos
 from serving.errors import ServingError, invalid_argument
 from serving.settings import DEFAULT_LIMITS, Limits
@@ -226,6 +227,23 @@ def _check_text(alias, array, limits):
                                    "one character")
 
 
+def _check_examples(alias, array, limits):
+    """What the score signature parses: a serialized tf.Example with one text value per row
+    (refused here, naming the row, rather than failing in the graph)."""
+    for row, value in enumerate(array.ravel()):
+        example = protos.example_pb2.Example()
+        try:
+            example.ParseFromString(bytes(value))
+        except DecodeError as err:
+            raise invalid_argument(f"{alias} row {row} is not a serialized tf.Example ({err})"
+                                   ) from None
+        found = example.features.feature
+        if features.TEXT_KEY not in found or len(found[features.TEXT_KEY].bytes_list.value) != 1:
+            raise invalid_argument(
+                f"{alias} row {row} has no '{features.TEXT_KEY}' feature holding one bytes "
+                "value: each example is one text record, as the pipeline's examples are")
+
+
 def _check_batch_chars(feeds: Mapping[str, np.ndarray], limits: Limits) -> None:
     """Bounds the model steps of one request: each row steps through its prompt, then
     generates num_chars (one step per character for the one-step signature's `chars`)."""
@@ -259,5 +277,6 @@ _VALUE_CHECKS = {
     "top_p": ("f", _check_top_p),
     "chars": ("O", _check_text),
     "prompts": ("O", _check_text),
+    "examples": ("O", _check_examples),
 }
 _TEXT_INPUTS = ("prompts", "chars")

@@ -1,5 +1,6 @@
 """`textgen serve --enable_batching`: concurrent requests share model calls, each still
 gets exactly its own answer; the parameters are TF Serving's, read from its file format."""
+import argparse
 import contextlib
 import json
 import os
@@ -215,3 +216,194 @@ def _wait_until(condition, seconds=120):
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.01)
+
+
+# --- One bad request fails only itself ---------------------------------------------------
+
+class _HeldBatcher:
+    """A Batcher (one thread) over a stand-in model call `compute(x) -> y`. A first request
+    holds the thread until every request of a group is queued, so that the group then runs
+    as one merged call, whatever the timing."""
+
+    def __init__(self, compute, max_batch_size):
+        from serving.batching import Batcher
+        self.calls, self.release = [], threading.Event()
+        self.started = threading.Event()
+
+        def run(signature, feeds, cancel):
+            self.calls.append([int(v) for v in feeds["x"]])
+            if self.calls[-1] == [HOLD]:
+                self.started.set()
+                self.release.wait(60)
+            return {"y": compute(feeds["x"])}
+        self.batcher = Batcher(batching(max_batch_size=max_batch_size, num_batch_threads=1),
+                               run)
+        self.holder = threading.Thread(target=self.submit, args=(HOLD,))
+        self.holder.start()
+        self.started.wait(60)
+
+    def submit(self, value, cancel=None):
+        try:
+            return int(self.batcher.submit("f", {"x": np.array([value])}, 1,
+                                           cancel or CancelToken())["y"][0])
+        except ServingError as err:
+            return err
+
+    def merged(self, values, tokens=None):
+        """Queues one single-row request per value, then lets them run; their threads."""
+        answers = [None] * len(values)
+        tokens = tokens or [CancelToken() for _ in values]
+
+        def call(i):
+            answers[i] = self.submit(values[i], tokens[i])
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(values))]
+        for thread in threads:
+            thread.start()
+        _wait_until(lambda: self.batcher.pending().get("f") == (len(values), 1))
+        self.release.set()
+        return answers, threads
+
+
+HOLD = -1000  # the holding request's value
+
+
+def test_a_failing_merged_call_answers_only_the_bad_request_with_its_error():
+    def compute(x):
+        if (x < 0).any() and HOLD not in x:
+            raise ServingError("INVALID_ARGUMENT", "x must be >= 0")
+        return x * 2
+    held = _HeldBatcher(compute, max_batch_size=8)
+    try:
+        answers, threads = held.merged([1, 2, -3, 4, 5, 6, 7, 8])
+        for thread in threads + [held.holder]:
+            thread.join(60)
+    finally:
+        held.batcher.close()
+    assert held.calls[1] == [1, 2, -3, 4, 5, 6, 7, 8]  # merged
+    assert held.calls[2:] == [[1], [2], [-3], [4], [5], [6], [7], [8]]  # then each alone
+    assert held.batcher.split_batches == 1
+    assert answers[:2] + answers[3:] == [2, 4, 8, 10, 12, 14, 16]
+    assert (answers[2].code, answers[2].message) == ("INVALID_ARGUMENT", "x must be >= 0")
+
+
+def test_a_request_cancelled_inside_a_merged_call_leaves_the_others_their_answers():
+    inside, finish = threading.Event(), threading.Event()
+
+    def compute(x):
+        if HOLD not in x:
+            inside.set()
+            finish.wait(60)
+        return x + 1
+    held = _HeldBatcher(compute, max_batch_size=3)
+    tokens = [CancelToken() for _ in range(3)]
+    try:
+        answers, threads = held.merged([0, 1, 2], tokens)
+        inside.wait(60)
+        tokens[1].cancel("CANCELLED", "the client went away")
+        threads[1].join(60)
+        # At once, while the merged call still runs; the others still wait for it.
+        assert answers[1].code == "CANCELLED" and answers[0] is None and answers[2] is None
+        finish.set()
+        for thread in threads + [held.holder]:
+            thread.join(60)
+    finally:
+        finish.set()
+        held.batcher.close()
+    assert held.calls[1] == [0, 1, 2]
+    assert answers[0] == 1 and answers[2] == 3
+    assert held.batcher.split_batches == 0
+
+
+def test_close_answers_the_waiting_requests_unavailable():
+    held = _HeldBatcher(lambda x: x, max_batch_size=1)
+    answers = [None] * 2
+
+    def call(i):
+        answers[i] = held.submit(i)
+    waiting = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+    for thread in waiting:
+        thread.start()
+    _wait_until(lambda: held.batcher.pending().get("f") == (2, 1))
+    closer = threading.Thread(target=held.batcher.close)
+    closer.start()
+    for thread in waiting:
+        thread.join(60)
+    # Before the running call ends: what waits is answered at once.
+    assert [a.code for a in answers] == ["UNAVAILABLE"] * 2
+    assert held.holder.is_alive()
+    held.release.set()
+    for thread in (held.holder, closer):
+        thread.join(60)
+    assert held.calls == [[HOLD]]
+    caught = held.submit(9)
+    assert caught.code == "UNAVAILABLE"
+
+
+def test_good_clients_never_see_a_bad_ones_error_over_grpc(batched_server):
+    """8 clients score good examples while a 9th sends one that does not parse and, merged
+    among them, a prompt only the graph refuses (past its longest-prompt bound): the bad
+    ones get INVALID_ARGUMENT naming their input, every good request its own answer."""
+    from models.export import MAX_PROMPT_CHARS
+    from serving import protos
+    example = protos.example_pb2.Example()
+    example.features.feature["text"].bytes_list.value.append("abc defg\n".encode())
+    good = np.array([example.SerializeToString()], dtype=object)
+    with GrpcClient(batched_server.grpc_target) as client:
+        expected = client.predict({"examples": good}, "score").outputs["nll"][0]
+    batcher = batcher_of(batched_server)
+    before = batcher.split_batches
+
+    def good_calls(signature, inputs, read):
+        def call():
+            with GrpcClient(batched_server.grpc_target) as client:
+                return [read(client.predict(inputs, signature).outputs) for _ in range(5)]
+        return [call] * 8
+
+    def bad(signature, inputs):
+        def call():
+            with GrpcClient(batched_server.grpc_target) as client:
+                try:
+                    client.predict(inputs, signature)
+                except ServingError as err:
+                    return err
+        return call
+    results = concurrently(good_calls("score", {"examples": good}, lambda o: o["nll"][0])
+                           + [bad("score", {"examples": np.array([b"\xff\x01"], dtype=object)})])
+    assert all(r == [pytest.approx(expected)] * 5 for r in results[:8]), results
+    assert results[8].code == "INVALID_ARGUMENT" and "examples row 0" in results[8].message
+
+    long_prompt = "a" * (MAX_PROMPT_CHARS + 1)
+    generate = {"prompts": np.array([b"ab"], dtype=object), "num_chars": np.array([8], np.int32),
+                "temperature": np.zeros([1], np.float32)}
+    with GrpcClient(batched_server.grpc_target) as client:
+        greedy = client.predict(generate, "generate").outputs["text"][0]
+    results = concurrently(
+        good_calls("generate", generate, lambda o: o["text"][0])
+        + [bad("generate", {**generate, "prompts": np.array([long_prompt.encode()], dtype=object),
+                            "num_chars": np.array([0], np.int32)})])
+    assert all(r == [greedy] * 5 for r in results[:8]), results
+    assert results[8].code == "INVALID_ARGUMENT" and "longer than" in results[8].message
+    assert batcher.split_batches > before  # it was merged with good ones, then run apart
+
+
+def test_serve_batches_by_default_with_the_shipped_parameters(tiny_serving_dir):
+    """On unless turned off (TF Serving's own server defaults to off), with the parameters
+    of deploy/config/batching.config when no file is named."""
+    from serving import cli as serving_cli
+    parser = argparse.ArgumentParser()
+    serving_cli.add_parsers(parser.add_subparsers(dest="command"))
+
+    def batching_of(*flags):
+        args = parser.parse_args(["serve", "--model-dir", tiny_serving_dir, *flags])
+        serving_cli._check_serve_args(args)
+        return serving_cli._batching_parameters(args)
+    shipped, _ = settings.read_batching_parameters(
+        os.path.join(REPO, "deploy", "config", "batching.config"))
+    assert settings.SERVE_BATCHING == shipped
+    assert batching_of() == shipped
+    assert batching_of("--enable_batching") == shipped
+    assert batching_of("--enable_batching=true") == shipped
+    assert batching_of("--no-batching") is None
+    assert batching_of("--enable_batching=false") is None
+    with pytest.raises(serving_cli.CliError, match="needs batching on"):
+        batching_of("--no-batching", "--batching_parameters_file", "x.config")
