@@ -40,13 +40,17 @@ BATCHING_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
                                "deploy", "config", "batching.config")
 
 
-def start_server(model_dir: str, port: int, batching_file=None) -> subprocess.Popen:
+def start_server(model_dir: str, port: int, batching_file=None,
+                 extra_args=None) -> subprocess.Popen:
+    """`textgen serve` with batching from batching_file (None: off), or with extra_args
+    instead (then batching is as they say)."""
     from serving.client import connect
-    batching = [] if batching_file is None else [
-        "--enable_batching", "--batching_parameters_file", batching_file]
+    if extra_args is None:
+        extra_args = ["--no-batching"] if batching_file is None else [
+            "--enable_batching", "--batching_parameters_file", batching_file]
     server = subprocess.Popen(
         [os.path.join(os.path.dirname(sys.executable), "textgen"), "serve", "--model-dir",
-         model_dir, "--port", str(port), "--no-rest", "--poll-seconds", "0", *batching],
+         model_dir, "--port", str(port), "--no-rest", "--poll-seconds", "0", *extra_args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:

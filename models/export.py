@@ -59,6 +59,15 @@ class Generator(tf.Module):
             tf.TensorSpec([None], tf.int32, name="top_k"),
             tf.TensorSpec([None], tf.float32, name="top_p"),
             tf.TensorSpec([None], tf.int32, name="seed")])
+        self.resume = tf.function(self._resume, input_signature=[
+            tf.TensorSpec([None], tf.string, name="prompts"),
+            tf.TensorSpec([None, self.state_size], tf.float32, name="states"),
+            tf.TensorSpec([None], tf.int32, name="position"),
+            tf.TensorSpec([None], tf.int32, name="num_chars"),
+            tf.TensorSpec([None], tf.float32, name="temperature"),
+            tf.TensorSpec([None], tf.int32, name="top_k"),
+            tf.TensorSpec([None], tf.float32, name="top_p"),
+            tf.TensorSpec([None], tf.int32, name="seed")])
         self.score = tf.function(self._score, input_signature=[
             tf.TensorSpec([None], tf.string, name="examples")])
 
@@ -97,20 +106,23 @@ class Generator(tf.Module):
             new_states.append(list(cell_new) if isinstance(cell_new, (list, tuple)) else [cell_new])
         return tf.cast(self.dense(x), tf.float32), self.join_states(new_states)
 
-    def read_prompt(self, ids: tf.RaggedTensor, states: tf.Tensor):
+    def read_prompt(self, ids: tf.RaggedTensor, states: tf.Tensor, logits0=None):
         """Feeds each row's characters; rows may differ in length (shorter rows hold still).
 
-        Returns the logits after each row's last character and the states there.
+        Returns the logits after each row's last character and the states there. With
+        logits0 (the logits the states stand at), a row may be empty and keeps both.
         """
-        tf.debugging.assert_positive(
-            ids.row_lengths(), message="every prompt / chars row needs at least one character")
+        if logits0 is None:
+            tf.debugging.assert_positive(
+                ids.row_lengths(), message="every prompt / chars row needs at least one character")
         tf.debugging.assert_less_equal(
             tf.reduce_max(ids.row_lengths()), tf.constant(MAX_PROMPT_CHARS, tf.int64),
             message=f"a prompt is longer than {MAX_PROMPT_CHARS} characters: send its tail")
         padded = ids.to_tensor(default_value=features.PAD_ID)
         lengths = ids.row_lengths()
         batch = tf.shape(padded)[0]
-        logits0 = tf.zeros([batch, tf.shape(self.id_to_char)[0]], tf.float32)
+        if logits0 is None:
+            logits0 = tf.zeros([batch, tf.shape(self.id_to_char)[0]], tf.float32)
 
         def body(t, logits, states):
             step_logits, step_states = self.step(padded[:, t], states)
@@ -123,6 +135,45 @@ class Generator(tf.Module):
 
     def zero_states(self, batch) -> tf.Tensor:
         return tf.zeros([batch, self.state_size], tf.float32)
+
+    def logits_at(self, states: tf.Tensor) -> tf.Tensor:
+        """The next character's logits at a state: the top layer's output is its h (the
+        first part of a GRU's or an LSTM's state)."""
+        return tf.cast(self.dense(self.split_states(states)[-1][0]), tf.float32)
+
+    def draw(self, logits, states, num_chars, sampler, keep_end_states=False):
+        """Draws num_chars[row] characters per row, each fed back in; the loop runs to the
+        longest row, and a row past its own num_chars (or, in lines mode, past its line's
+        end) adds nothing. Returns (ids int64 [batch, 1 + longest], the first column padding;
+        the states; ended bool [batch]: the row drew its line's terminator). With
+        keep_end_states each row's states are those at its own end (to resume from), not
+        the longest row's."""
+        batch = tf.shape(num_chars)[0]
+        pad = tf.fill([batch], tf.constant(features.PAD_ID, tf.int64))
+        longest = tf.maximum(tf.reduce_max(num_chars), 0)  # 0 for an empty batch
+        # Slot 0 holds padding so the array is never empty (num_chars = 0 is valid).
+        out = tf.TensorArray(tf.int64, size=longest + 1, element_shape=[None]).write(0, pad)
+
+        def body(i, logits, states, done, ended, out):
+            done = done | (i >= num_chars)
+            next_ids = tf.where(done, pad, sampler(logits, i))
+            out = out.write(i + 1, next_ids)
+            new_logits, new_states = self.step(next_ids, states)
+            if keep_end_states:
+                new_logits = tf.where(done[:, tf.newaxis], logits, new_logits)
+                new_states = tf.where(done[:, tf.newaxis], states, new_states)
+            if self.stop_at_terminator:
+                hit = tf.equal(next_ids, self.terminator_id)
+                done, ended = done | hit, ended | hit
+            return i + 1, new_logits, new_states, done, ended, out
+
+        def keep_going(i, logits, states, done, ended, out):
+            return (i < longest) & ~tf.reduce_all(done)
+
+        no = tf.zeros([batch], tf.bool)
+        _, _, states, _, ended, out = tf.while_loop(
+            keep_going, body, (tf.constant(0), logits, states, no, no, out))
+        return tf.transpose(out.stack()), states, ended
 
     # --- signatures -----------------------------------------------------------------
 
@@ -160,35 +211,42 @@ class Generator(tf.Module):
         top_k = _per_row(top_k, batch, "top_k")
         top_p = _per_row(top_p, batch, "top_p")
         seed = sampling.resolve_seeds(_per_row(seed, batch, "seed"))
-        _check_temperature(temperature)
-        tf.debugging.assert_non_negative(num_chars, message="num_chars must be >= 0")
-        tf.debugging.assert_non_negative(top_k, message="top_k must be >= 0 (0 = off)")
-        tf.debugging.assert_greater(top_p, 0.0, message="top_p must be in (0, 1]")
-        tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be in (0, 1]")
+        _check_sampling(temperature, num_chars, top_k, top_p)
         logits, states = self.read_prompt(self.encode(prompts), self.zero_states(batch))
-        pad = tf.fill([batch], tf.constant(features.PAD_ID, tf.int64))
-        longest = tf.maximum(tf.reduce_max(num_chars), 0)  # 0 for an empty batch
+        longest = tf.maximum(tf.reduce_max(num_chars), 0)
         sampler = sampling.RowSampler(temperature, top_k, top_p, seed, longest)
-        # Slot 0 holds padding so the array is never empty (num_chars = 0 is valid).
-        out = tf.TensorArray(tf.int64, size=longest + 1, element_shape=[None]).write(0, pad)
-
-        def body(i, logits, states, done, out):
-            done = done | (i >= num_chars)
-            next_ids = sampler(logits, i)
-            next_ids = tf.where(done, pad, next_ids)
-            if self.stop_at_terminator:
-                done = done | tf.equal(next_ids, self.terminator_id)
-            out = out.write(i + 1, next_ids)
-            logits, states = self.step(next_ids, states)
-            return i + 1, logits, states, done, out
-
-        def keep_going(i, logits, states, done, out):
-            return (i < longest) & ~tf.reduce_all(done)
-
-        _, _, _, _, out = tf.while_loop(
-            keep_going, body, (tf.constant(0), logits, states, tf.zeros([batch], tf.bool), out))
-        completion = self.decode(tf.transpose(out.stack()))
+        ids, _, _ = self.draw(logits, states, num_chars, sampler)
+        completion = self.decode(ids)
         return {"text": prompts + completion, "completion": completion}
+
+    def _resume(self, prompts, states, position, num_chars, temperature,
+                top_k=tf.constant([0]), top_p=tf.constant([1.0]), seed=tf.constant([0])):
+        """`generate` in pieces. Each row reads its prompt (empty: none) from `states` (zeros
+        start a sequence), then draws num_chars characters, its draws counted on from
+        `position` (the characters the row generated before). Returns the completion, the
+        states after it and, in lines mode, whether the row ended its line (then it is
+        complete). Pieces of one row give generate's text when each starts from the last
+        one's states and position, with the same nonzero seed (0 draws a new random seed in
+        every call)."""
+        batch = tf.shape(states)[0]
+        _check_batch(states, prompts=prompts)
+        tf.debugging.assert_equal(
+            tf.shape(states)[1], self.state_size,
+            message=f"states must be float32 [batch, {self.state_size}]")
+        position = _per_row(position, batch, "position")
+        num_chars = _per_row(num_chars, batch, "num_chars")
+        temperature = _per_row(temperature, batch, "temperature")
+        top_k = _per_row(top_k, batch, "top_k")
+        top_p = _per_row(top_p, batch, "top_p")
+        seed = sampling.resolve_seeds(_per_row(seed, batch, "seed"))
+        _check_sampling(temperature, num_chars, top_k, top_p)
+        tf.debugging.assert_non_negative(position, message="position must be >= 0")
+        logits, states = self.read_prompt(self.encode(prompts), states,
+                                          logits0=self.logits_at(states))
+        longest = tf.maximum(tf.reduce_max(num_chars), 0)
+        sampler = sampling.RowSampler(temperature, top_k, top_p, seed, longest, first=position)
+        ids, states, ended = self.draw(logits, states, num_chars, sampler, keep_end_states=True)
+        return {"completion": self.decode(ids), "states": states, "ended": ended}
 
     def _score(self, examples):
         """Serialized raw tf.Examples → per-example summed NLL (nats) and character count."""
@@ -222,9 +280,18 @@ def _check_temperature(temperature):
     tf.debugging.assert_all_finite(temperature, message="temperature must be a finite number")
 
 
+def _check_sampling(temperature, num_chars, top_k, top_p):
+    _check_temperature(temperature)
+    tf.debugging.assert_non_negative(num_chars, message="num_chars must be >= 0")
+    tf.debugging.assert_non_negative(top_k, message="top_k must be >= 0 (0 = off)")
+    tf.debugging.assert_greater(top_p, 0.0, message="top_p must be in (0, 1]")
+    tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be in (0, 1]")
+
+
 def signatures(generator: Generator):
     return {features.ONE_STEP_SIGNATURE: generator.one_step,
             features.GENERATE_SIGNATURE: generator.generate,
+            features.RESUME_SIGNATURE: generator.resume,
             features.SCORE_SIGNATURE: generator.score}
 
 

@@ -29,6 +29,10 @@ LINE_TERMINATOR = "\n"
 # Signature names; clients, benchmarks and TF Serving configs rely on them.
 ONE_STEP_SIGNATURE = "serving_default"
 GENERATE_SIGNATURE = "generate"
+# `generate` in pieces: from a state, a number of characters, the state after them. What
+# `textgen serve` steps concurrent requests with, and how a TF Serving client cuts a long
+# request into chunks.
+RESUME_SIGNATURE = "resume"
 SCORE_SIGNATURE = "score"
 
 # In the Trainer's model_run dir, read back by the run summary (pipeline/summary.py):

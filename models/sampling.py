@@ -53,13 +53,18 @@ def _mix(x: tf.Tensor) -> tf.Tensor:
     return xorshift(x, 16)
 
 
-def row_uniforms(seeds: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
+def row_uniforms(seeds: tf.Tensor, steps: tf.Tensor, first=None) -> tf.Tensor:
     """Uniform numbers in (0, 1), float32 [steps, batch]: entry [i, row] is a function of
-    (seeds[row], i) only. seeds int32 [batch]; steps int32 scalar."""
+    (seeds[row], first[row] + i) only. seeds int32 [batch]; steps int32 scalar; first int32
+    [batch], the draws a row made before (default none), so that a generation resumed from
+    a state continues the row's own sequence of numbers."""
     seed_bits = _mix(tf.bitwise.bitwise_xor(tf.bitcast(seeds, tf.uint32),
                                             tf.constant(0x9E3779B9, tf.uint32)))
-    step_bits = tf.bitcast(tf.range(steps), tf.uint32)
-    hashed = _mix(tf.bitwise.bitwise_xor(seed_bits[tf.newaxis, :], step_bits[:, tf.newaxis]))
+    counters = tf.range(steps)[:, tf.newaxis]
+    if first is not None:
+        counters = counters + first[tf.newaxis, :]
+    step_bits = tf.bitcast(counters, tf.uint32)
+    hashed = _mix(tf.bitwise.bitwise_xor(seed_bits[tf.newaxis, :], step_bits))
     # 24 bits fill a float32 mantissa; the half step keeps 0 and 1 out.
     top = tf.cast(tf.bitwise.right_shift(hashed, tf.constant(8, tf.uint32)), tf.float32)
     return (top + 0.5) * (1.0 / (1 << 24))
@@ -78,16 +83,17 @@ class RowSampler:
       top_p: float32 [batch], 1.0 = off.
       seeds: int32 [batch], nonzero (see resolve_seeds).
       steps: int32 scalar, how many draws each row will make.
+      first: int32 [batch], the draws each row made before (default none).
     """
 
-    def __init__(self, temperature, top_k, top_p, seeds, steps):
+    def __init__(self, temperature, top_k, top_p, seeds, steps, first=None):
         self.inverse_temperature = (1.0 / tf.maximum(temperature, 1e-6))[:, tf.newaxis]
         self.greedy = temperature <= 0
         self.top_k, self.top_p = top_k, top_p
         # Conds, not arithmetic that keeps all: the sort costs a lot per generated character.
         self.any_top_k = tf.reduce_any(top_k > 0)
         self.any_top_p = tf.reduce_any(top_p < 1.0)
-        self.uniforms = row_uniforms(seeds, steps)
+        self.uniforms = row_uniforms(seeds, steps, first)
 
     def __call__(self, logits, step) -> tf.Tensor:
         """The ids (int64 [batch]) of draw number `step` (int32 scalar)."""

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pipeline.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError
 from serving.settings import (DEFAULT_GRPC_PORT, DEFAULT_LIMITS, DEFAULT_MAX_MESSAGE_MB,
-                              DEFAULT_MODEL_NAME, DEFAULT_REST_PORT)
+                              DEFAULT_MODEL_NAME, GENERATE_CHUNK_CHARS, DEFAULT_REST_PORT)
 
 
 # Addressable in a REST path and never a filesystem path (no "/", no "..").
@@ -83,6 +83,11 @@ def _add_serve_parser(sub) -> None:
                         "num_batch_threads, max_enqueued_batches; a field left out takes TF "
                         "Serving's default); without it, the parameters of "
                         "deploy/config/batching.config")
+    p.add_argument("--generate-chunk", type=int, default=GENERATE_CHUNK_CHARS, metavar="N",
+                   help="with batching, concurrent generate requests share the model's steps "
+                        "in rounds of at most N characters: a request joins the running ones "
+                        "at the next round and is answered when its rows are done (default "
+                        f"{GENERATE_CHUNK_CHARS}); 0 merges whole requests, as TF Serving does")
     p.add_argument("--threads", type=int, default=None,
                    help="request threads per protocol (default 4 per CPU, plus "
                         "max_batch_size with --enable_batching: a request waits in its batch "
@@ -175,6 +180,8 @@ def _check_serve_args(args) -> None:
                          "of seconds")
     if not (math.isfinite(args.max_message_mb) and args.max_message_mb > 0):
         raise CliError(f"--max-message-mb {args.max_message_mb}: give a positive number")
+    if args.generate_chunk < 0:
+        raise CliError(f"--generate-chunk {args.generate_chunk}: give a number >= 0")
     if args.threads is not None and args.threads < 1:
         raise CliError(f"--threads {args.threads}: give a positive number")
     if args.batching_parameters_file and not args.enable_batching:
@@ -232,7 +239,7 @@ def cmd_serve(args) -> int:
                                    max_batch_chars=args.max_batch_chars,
                                    request_timeout=args.request_timeout),
             max_message_bytes=int(args.max_message_mb * (1 << 20)), num_threads=args.threads,
-            batching=batching)
+            batching=batching, generate_chunk=args.generate_chunk)
         server.start()
     except OSError as err:
         raise CliError(f"{err.strerror or err}; choose other ports with --port/--rest-port "

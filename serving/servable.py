@@ -7,10 +7,12 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 
 from serving import protos, signatures, tf_cancellation
+from models import features
 from serving.batching import Batcher
 from serving.deadlines import CancelToken
 from serving.errors import ServingError, code_of
-from serving.settings import DEFAULT_LIMITS, BatchingParameters, Limits
+from serving.settings import DEFAULT_LIMITS, GENERATE_CHUNK_CHARS, BatchingParameters, Limits
+from serving.stepping import StepScheduler
 
 logger = logging.getLogger("textgen.serving")
 
@@ -19,7 +21,8 @@ class Servable:
     """A SavedModel version loaded with TensorFlow, with the SignatureDefs TF Serving sees."""
 
     def __init__(self, path: str, version: int,
-                 batching: Optional[BatchingParameters] = None):
+                 batching: Optional[BatchingParameters] = None,
+                 generate_chunk: int = GENERATE_CHUNK_CHARS):
         self.path = path
         self.version = version
         # From saved_model.pb rather than the loaded functions: the `defaults` map lives
@@ -36,9 +39,17 @@ class Servable:
         self._functions = dict(self._model.signatures)
         # Started after the warm-up, which runs each signature alone.
         self.batcher: Optional[Batcher] = None
+        self.stepper: Optional[StepScheduler] = None
         self._warm_up()
         if batching is not None:
             self.batcher = Batcher(batching, self._call, name=str(version))
+            # Exports from before the `resume` signature: their `generate` calls are merged.
+            if generate_chunk > 0 and features.RESUME_SIGNATURE in self._functions:
+                self.stepper = StepScheduler(
+                    batching, lambda feeds, cancel: self._call(features.RESUME_SIGNATURE,
+                                                               feeds, cancel),
+                    signatures.state_size(self.signature_defs), generate_chunk,
+                    name=str(version))
 
     def _warm_up(self) -> None:
         """Calls each signature once, as TF Serving's warm-up requests do: a signature's
@@ -63,9 +74,11 @@ class Servable:
         """Runs one signature; returns (resolved signature name, {output: array}).
 
         Omitted inputs take the SignatureDef's defaults (a loaded signature cannot omit
-        them itself). With batching on, a signature whose inputs are all batch-major runs
-        merged with concurrent requests. Cancelling `cancel` ends the request with the
-        token's code (and stops the graph, unless other requests share the call).
+        them itself). With batching on, `generate` requests share the model's steps
+        (serving/stepping.py) and any other signature whose inputs are all batch-major runs
+        merged with concurrent requests (serving/batching.py). Cancelling `cancel` ends the
+        request with the token's code (and stops the graph, unless other requests share
+        the call).
         Raises ServingError with TF Serving's status codes.
         """
         name, signature_def = signatures.find(self.signature_defs, signature_name)
@@ -75,7 +88,9 @@ class Servable:
         feeds = signatures.prepare_inputs(name, signature_def, inputs, limits)
         cancel = cancel or CancelToken()
         rows = signatures.batch_rows(signature_def, feeds)
-        if self.batcher is not None and rows is not None:
+        if self.stepper is not None and name == features.GENERATE_SIGNATURE:
+            outputs = self.stepper.submit(feeds, rows, cancel)
+        elif self.batcher is not None and rows is not None:
             outputs = self.batcher.submit(name, feeds, rows, cancel)
         else:
             outputs = self._call(name, feeds, cancel)
@@ -85,6 +100,8 @@ class Servable:
         """Stops batching (what still waits is answered UNAVAILABLE); called at unload."""
         if self.batcher is not None:
             self.batcher.close()
+        if self.stepper is not None:
+            self.stepper.close()
 
     def _call(self, name: str, feeds: Mapping[str, np.ndarray],
               cancel: CancelToken) -> Dict[str, np.ndarray]:

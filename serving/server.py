@@ -17,6 +17,7 @@ from serving.manager import ModelManager
 from serving.metrics import Metrics
 from serving.servable import Servable
 from serving.settings import (DEFAULT_GRPC_PORT, DEFAULT_LIMITS, DEFAULT_MAX_MESSAGE_MB,
+                              GENERATE_CHUNK_CHARS,
                               DEFAULT_MODEL_NAME, DEFAULT_REST_PORT, BatchingParameters, Limits)
 
 logger = logging.getLogger("textgen.serving")
@@ -46,6 +47,9 @@ class Server:
       max_message_bytes: largest gRPC message and REST body accepted or sent.
       num_threads: request threads per protocol (None: `default_threads(batching)`).
       batching: merge concurrent requests (TF Serving's --enable_batching); None: off.
+      generate_chunk: with batching, `generate` requests share the model's steps in rounds
+        of at most this many characters (serving/stepping.py); 0 merges whole requests,
+        as TF Serving does.
     """
 
     def __init__(self, model_dir: str, model_name: str = DEFAULT_MODEL_NAME,
@@ -55,7 +59,8 @@ class Server:
                  limits: Limits = DEFAULT_LIMITS,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_MB << 20,
                  num_threads: Optional[int] = None,
-                 batching: Optional[BatchingParameters] = None):
+                 batching: Optional[BatchingParameters] = None,
+                 generate_chunk: int = GENERATE_CHUNK_CHARS):
         self.model_dir = model_dir
         self.model_name = model_name
         self.host = host
@@ -64,7 +69,8 @@ class Server:
         self.metrics = Metrics()
         self.batching = batching
         self.manager = ModelManager(
-            model_name, model_dir, lambda path, number: Servable(path, number, batching),
+            model_name, model_dir,
+            lambda path, number: Servable(path, number, batching, generate_chunk),
             poll_seconds, version, on_load_attempt=self.metrics.count_load)
         self.core = ServingCore(self.manager, limits, self.metrics)
         self._max_message_bytes = max_message_bytes

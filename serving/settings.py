@@ -59,6 +59,12 @@ SERVE_BATCHING = BatchingParameters(max_batch_size=64, batch_timeout_micros=5000
                                     num_batch_threads=1, max_enqueued_batches=256)
 
 
+# With batching on, concurrent `generate` requests advance together in rounds of at most
+# this many characters (serving/stepping.py): the longest a newcomer waits to join, in
+# model steps, against one model call per round for the running ones.
+GENERATE_CHUNK_CHARS = 32
+
+
 # Fields of BatchingParameters that only matter to TF Serving's own scheduler: accepted in
 # the shared config file, not used here (our graphs take any batch size without padding,
 # and every input has the same shape past dimension 0, so there is nothing to pad).

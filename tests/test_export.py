@@ -216,7 +216,7 @@ def test_every_signature_input_and_output_is_batch_major(tiny_model_dir):
     served = {name: sig for name, sig in sm.meta_graphs[0].signature_def.items()
               if name != "__saved_model_init_op"}
     assert set(served) == {features.ONE_STEP_SIGNATURE, features.GENERATE_SIGNATURE,
-                           features.SCORE_SIGNATURE}
+                           features.RESUME_SIGNATURE, features.SCORE_SIGNATURE}
     for name, sig in served.items():
         for alias, info in [*sig.inputs.items(), *sig.outputs.items()]:
             dims = [d.size for d in info.tensor_shape.dim]
@@ -255,3 +255,33 @@ def test_one_value_applies_to_every_row():
                          tf.constant([0.9, 0.9]), tf.constant([0, 0]), tf.constant([1.0, 1.0]),
                          tf.constant([5, 5]))
     assert single["text"].numpy().tolist() == per_row["text"].numpy().tolist()
+
+
+@pytest.mark.parametrize("mode", ["stream", "lines"])
+def test_resume_in_pieces_gives_generates_text(mode):
+    """Rows of different lengths and sampling parameters, generated in pieces of 7 (each
+    from the last one's states and position), give `generate`'s text; in lines mode a row
+    that ended its line says so and adds nothing more."""
+    import numpy as np
+    import tensorflow as tf
+    g = export.Generator(build_tiny_model(rnn_layers=2, cell="lstm", seed=4), TINY_VOCAB, mode)
+    prompts = ["ab", "hé hé", "c"]
+    sampling = dict(temperature=tf.constant([0.9, 0.0, 1.3]), top_k=tf.constant([0, 0, 3]),
+                    top_p=tf.constant([1.0, 1.0, 0.9]), seed=tf.constant([5, 6, 7]))
+    remaining = np.array([30, 17, 25], np.int32)
+    whole = g.generate(prompts=tf.constant(prompts), num_chars=tf.constant(remaining),
+                       **sampling)["completion"].numpy()
+    states = tf.zeros([3, g.state_size])
+    position, pieces, ended = np.zeros(3, np.int32), [b""] * 3, np.zeros(3, bool)
+    while ((remaining > 0) & ~ended).any():
+        n = np.where(ended, 0, np.minimum(remaining, 7)).astype(np.int32)
+        out = g.resume(prompts=tf.constant(prompts), states=states, position=position,
+                       num_chars=n, **sampling)
+        pieces = [p + c for p, c in zip(pieces, out["completion"].numpy())]
+        states, ended = out["states"], ended | out["ended"].numpy()
+        position, remaining, prompts = position + n, remaining - n, [""] * 3
+    assert pieces == list(whole)
+    assert ended.any() == (mode == "lines")
+    if mode == "lines":
+        for text, done in zip(pieces, ended):
+            assert text.endswith(b"\n") == done

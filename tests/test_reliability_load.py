@@ -1,5 +1,6 @@
 """Load on loopback (issue 6): 16 clients for 30 s against `textgen serve` in its own
-process, half gRPC and half REST, while two new versions (other weights) are pushed the
+process (batching on, its default), half gRPC and half REST, sending generate requests of
+mixed lengths and one-step calls, while two new versions (other weights) are pushed the
 Pusher's way. No request may fail; every answer is the greedy answer of one version, the
 one gRPC names (REST answers name none: there the text tells), and no client goes back to
 an older version. The server's memory growth is printed and bounded."""
@@ -70,15 +71,20 @@ class ServeProcess:
         return code
 
 
+# Kinds of request a client sends in turn (step % KINDS).
+KINDS = 4
+
+
 def requests_for(step):
-    """Alternates a short generate call and a one-step call, both greedy (temperature 0):
-    each version has one right answer."""
+    """A short generate call, a one-step call, a long generate call (mixed lengths share
+    the server's generation steps), a one-step call; all greedy (temperature 0): each
+    version has one right answer."""
     if step % 2:
         return {"chars": np.array([b"ab"], dtype=object),
                 "states": np.zeros([1, STATE_SIZE], np.float32),
                 "temperature": np.zeros([1], np.float32)}, "serving_default"
     return {"prompts": np.array([b"ROMEO:", b"a"], dtype=object),
-            "num_chars": np.array(20, np.int32),
+            "num_chars": np.array(20 if step % KINDS == 0 else 400, np.int32),
             "temperature": np.zeros([2], np.float32)}, "generate"
 
 
@@ -95,8 +101,8 @@ def test_sixteen_clients_under_load_with_two_pushes_lose_nothing(tmp_path):
         export_tiny_model(models[version], seed=version)
         with InProcessClient(models[version]) as client:
             expected[version] = {step: answer(client.predict(*requests_for(step)).outputs)
-                                 for step in (0, 1)}
-    for step in (0, 1):
+                                 for step in range(KINDS)}
+    for step in range(KINDS):
         assert len({expected[v][step] for v in models}) == 3, "versions answer alike"
     base = tmp_path / "serving"
     base.mkdir()
@@ -119,7 +125,7 @@ def test_sixteen_clients_under_load_with_two_pushes_lose_nothing(tmp_path):
                     failures.append((name, round(time.monotonic() - started, 1), err))
                 else:
                     got = answer(result.outputs)
-                    by_text = [v for v in expected if expected[v][done % 2] == got]
+                    by_text = [v for v in expected if expected[v][done % KINDS] == got]
                     if not by_text or result.version not in (None, by_text[0]):
                         wrong.append((name, result.version, got))
                     else:

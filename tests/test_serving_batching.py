@@ -1,5 +1,7 @@
 """`textgen serve --enable_batching`: concurrent requests share model calls, each still
-gets exactly its own answer; the parameters are TF Serving's, read from its file format."""
+gets exactly its own answer; the parameters are TF Serving's, read from its file format.
+`generate` is merged here request by request (`--generate-chunk 0`, TF Serving's way);
+its default, steps shared between requests, is tests/test_serving_stepping.py's."""
 import argparse
 import contextlib
 import json
@@ -29,10 +31,14 @@ def batching(**changes):
     return settings.BatchingParameters(**values)
 
 
+# Whole `generate` requests merged, as TF Serving merges them.
+REQUEST_LEVEL = 0
+
+
 @pytest.fixture(scope="module")
 def batched_server(tiny_serving_dir):
     with Server(tiny_serving_dir, port=0, rest_port=0, poll_seconds=0,
-                batching=batching()) as running:
+                batching=batching(), generate_chunk=REQUEST_LEVEL) as running:
         yield running
 
 
@@ -105,7 +111,7 @@ def test_a_batch_can_hold_more_requests_than_tf_servings_default_threads(
     CPU on one CPU no batch could hold more than 4 requests; the default adds a batch's worth."""
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     with Server(tiny_serving_dir, port=0, rest_port=None, poll_seconds=0,
-                batching=batching(max_batch_size=16)) as running:
+                batching=batching(max_batch_size=16), generate_chunk=REQUEST_LEVEL) as running:
         with contextlib.ExitStack() as stack:
             clients = [stack.enter_context(GrpcClient(running.grpc_target)) for _ in range(12)]
             for client in clients:
@@ -122,7 +128,8 @@ def test_a_full_queue_answers_unavailable_at_once(tiny_serving_dir):
     the next is refused with UNAVAILABLE over gRPC and 503 over REST, not queued."""
     long_request = (["ab"], 10_000, 1.0)
     with Server(tiny_serving_dir, port=0, rest_port=0, poll_seconds=0, batching=batching(
-            max_batch_size=1, max_enqueued_batches=1, batch_timeout_micros=0)) as server, \
+            max_batch_size=1, max_enqueued_batches=1, batch_timeout_micros=0),
+            generate_chunk=REQUEST_LEVEL) as server, \
             GrpcClient(server.grpc_target) as client:
         batcher = batcher_of(server)
         waiting = []
