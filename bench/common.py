@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import statistics
+import threading
 import time
 from typing import Callable, Dict, List, Sequence
 
@@ -34,6 +35,22 @@ def alternate(contenders: Dict[str, Callable[[], float]], repetitions: int) -> D
         for name, run in contenders.items():
             results[name].append(run())
     return results
+
+
+def run_clients(loops: List[Callable[[], None]], barrier, stop_at: List[float],
+                seconds: float) -> float:
+    """Runs the client loops in threads. Each connects, then waits at `barrier` (of
+    len(loops) + 1 parties); the clock starts when all are ready and they stop sending at
+    stop_at[0]. Returns the seconds from the start until the last one stopped."""
+    threads = [threading.Thread(target=loop) for loop in loops]
+    for thread in threads:
+        thread.start()
+    stop_at[0] = time.perf_counter() + seconds
+    barrier.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - began
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -103,15 +103,8 @@ def load(target: str, mode: str, clients: int, seconds: float):
             streams.extend(my_streams)
             errors.extend(my_errors)
 
-    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    stop_at[0] = time.perf_counter() + seconds
-    start_barrier.wait()
-    began = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - began
+    elapsed = common.run_clients([lambda i=i: client_loop(i) for i in range(clients)],
+                                 start_barrier, stop_at, seconds)
     requests = len(latencies)
     chars = requests * (CHARS if mode == "generate" else 1)
     result = {"clients": clients, "seconds": elapsed, "requests": requests,

@@ -97,15 +97,8 @@ def run_scenario(target: str, groups, seconds: float) -> Dict[str, Dict]:
             for code, n in errors.items():
                 s["errors"][code] = s["errors"].get(code, 0) + n
 
-    threads = [threading.Thread(target=client, args=(i, kind)) for i, kind in enumerate(kinds)]
-    for t in threads:
-        t.start()
-    stop[0] = time.perf_counter() + seconds
-    barrier.wait()
-    began = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - began
+    elapsed = common.run_clients([lambda i=i, kind=kind: client(i, kind)
+                                  for i, kind in enumerate(kinds)], barrier, stop, seconds)
     out = {}
     for kind, s in stats.items():
         lat = s["latencies"]

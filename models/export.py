@@ -133,6 +133,12 @@ class Generator(tf.Module):
             lambda t, *_: t < tf.shape(padded)[1], body, (tf.constant(0), logits0, states))
         return logits, states
 
+    def _check_states(self, text, states):
+        _check_batch(text, states=states)
+        tf.debugging.assert_equal(
+            tf.shape(states)[1], self.state_size,
+            message=f"states must be float32 [batch, {self.state_size}]")
+
     def zero_states(self, batch) -> tf.Tensor:
         return tf.zeros([batch, self.state_size], tf.float32)
 
@@ -184,10 +190,7 @@ class Generator(tf.Module):
     def _one_step(self, chars, states, temperature, seed=tf.constant([0])):
         """The tutorial's OneStep: feed chars (a prompt or the last character), sample one."""
         batch = tf.shape(chars)[0]
-        _check_batch(chars, states=states)
-        tf.debugging.assert_equal(
-            tf.shape(states)[1], self.state_size,
-            message=f"states must be float32 [batch, {self.state_size}]")
+        self._check_states(chars, states)
         temperature = _per_row(temperature, batch, "temperature")
         seed = _per_row(seed, batch, "seed")
         _check_temperature(temperature)
@@ -206,12 +209,8 @@ class Generator(tf.Module):
         past its own num_chars (or past its line's end in lines mode) adds nothing.
         """
         batch = tf.shape(prompts)[0]
-        num_chars = _per_row(num_chars, batch, "num_chars")
-        temperature = _per_row(temperature, batch, "temperature")
-        top_k = _per_row(top_k, batch, "top_k")
-        top_p = _per_row(top_p, batch, "top_p")
-        seed = sampling.resolve_seeds(_per_row(seed, batch, "seed"))
-        _check_sampling(temperature, num_chars, top_k, top_p)
+        num_chars, temperature, top_k, top_p, seed = _sampling_rows(
+            batch, num_chars, temperature, top_k, top_p, seed)
         logits, states = self.read_prompt(self.encode(prompts), self.zero_states(batch))
         longest = tf.maximum(tf.reduce_max(num_chars), 0)
         sampler = sampling.RowSampler(temperature, top_k, top_p, seed, longest)
@@ -228,18 +227,11 @@ class Generator(tf.Module):
         complete). Pieces of one row give generate's text when each starts from the last
         one's states and position, with the same nonzero seed (0 draws a new random seed in
         every call)."""
-        batch = tf.shape(states)[0]
-        _check_batch(states, prompts=prompts)
-        tf.debugging.assert_equal(
-            tf.shape(states)[1], self.state_size,
-            message=f"states must be float32 [batch, {self.state_size}]")
+        batch = tf.shape(prompts)[0]
+        self._check_states(prompts, states)
+        num_chars, temperature, top_k, top_p, seed = _sampling_rows(
+            batch, num_chars, temperature, top_k, top_p, seed)
         position = _per_row(position, batch, "position")
-        num_chars = _per_row(num_chars, batch, "num_chars")
-        temperature = _per_row(temperature, batch, "temperature")
-        top_k = _per_row(top_k, batch, "top_k")
-        top_p = _per_row(top_p, batch, "top_p")
-        seed = sampling.resolve_seeds(_per_row(seed, batch, "seed"))
-        _check_sampling(temperature, num_chars, top_k, top_p)
         tf.debugging.assert_non_negative(position, message="position must be >= 0")
         logits, states = self.read_prompt(self.encode(prompts), states,
                                           logits0=self.logits_at(states))
@@ -280,12 +272,19 @@ def _check_temperature(temperature):
     tf.debugging.assert_all_finite(temperature, message="temperature must be a finite number")
 
 
-def _check_sampling(temperature, num_chars, top_k, top_p):
+def _sampling_rows(batch, num_chars, temperature, top_k, top_p, seed):
+    """The generation parameters, one value per row, checked; seed 0 drawn at random."""
+    num_chars = _per_row(num_chars, batch, "num_chars")
+    temperature = _per_row(temperature, batch, "temperature")
+    top_k = _per_row(top_k, batch, "top_k")
+    top_p = _per_row(top_p, batch, "top_p")
+    seed = sampling.resolve_seeds(_per_row(seed, batch, "seed"))
     _check_temperature(temperature)
     tf.debugging.assert_non_negative(num_chars, message="num_chars must be >= 0")
     tf.debugging.assert_non_negative(top_k, message="top_k must be >= 0 (0 = off)")
     tf.debugging.assert_greater(top_p, 0.0, message="top_p must be in (0, 1]")
     tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be in (0, 1]")
+    return num_chars, temperature, top_k, top_p, seed
 
 
 def signatures(generator: Generator):

@@ -36,6 +36,14 @@ _PEAK_WINDOW_SECONDS = 1.0
 Run = Callable[[str, Mapping[str, np.ndarray], CancelToken], Dict[str, np.ndarray]]
 
 
+def check_rows(rows: int, parameters: BatchingParameters) -> None:
+    """TF Serving's answer to a request with more rows than one batch holds."""
+    if rows > parameters.max_batch_size:
+        raise invalid_argument(f"Task size {rows} is larger than maximum input batch size "
+                               f"{parameters.max_batch_size} (max_batch_size of the batching "
+                               "parameters): send fewer rows per request")
+
+
 class _Task:
     __slots__ = ("feeds", "rows", "cancel", "done", "outputs", "error", "enqueued")
 
@@ -83,11 +91,8 @@ class Batcher:
     def submit(self, signature: str, feeds: Mapping[str, np.ndarray], rows: int,
                cancel: CancelToken) -> Dict[str, np.ndarray]:
         """Runs one request's feeds in a batch; returns its rows of every output."""
+        check_rows(rows, self.parameters)
         limit = self.parameters.max_batch_size
-        if rows > limit:
-            raise invalid_argument(f"Task size {rows} is larger than maximum input batch size "
-                                   f"{limit} (max_batch_size of the batching parameters): "
-                                   "send fewer rows per request")
         task = _Task(feeds, rows, cancel)
         with self._cond:
             if self._closed:

@@ -28,8 +28,9 @@ from typing import Callable, Deque, Dict, List, Mapping
 
 import numpy as np
 
+from serving.batching import check_rows
 from serving.deadlines import CancelToken
-from serving.errors import ServingError, invalid_argument
+from serving.errors import ServingError
 from serving.settings import BatchingParameters
 
 logger = logging.getLogger("textgen.serving")
@@ -103,11 +104,8 @@ class StepScheduler:
     def submit(self, feeds: Mapping[str, np.ndarray], rows: int,
                cancel: CancelToken) -> Dict[str, np.ndarray]:
         """Runs one `generate` request's rows (its checked feeds); returns its outputs."""
+        check_rows(rows, self.parameters)
         limit = self.parameters.max_batch_size
-        if rows > limit:
-            raise invalid_argument(f"Task size {rows} is larger than maximum input batch size "
-                                   f"{limit} (max_batch_size of the batching parameters): "
-                                   "send fewer rows per request")
         request = _Request(feeds, cancel, self._rng)
         if not request.remaining.any():  # nothing to draw: the prompts come back as they are
             request.finish()
