@@ -10,10 +10,13 @@ signature (models/export.py: from a state, some characters, the state after them
 - a request that arrives joins at the next round: its prompts are read first, in a call
   of their own merged with the others that arrived meanwhile (so the running rows do not
   step through them, and a prompt the graph refuses fails only the requests of that
-  call: they are read again one request at a time);
+  call: they are read again one request at a time); when nothing runs, that call also
+  draws the first round;
 - a round draws as many characters as the running row nearest its end still needs, at
-  most `chunk` (the longest a newcomer waits to join, in steps), so a row leaves the batch
-  the moment it is done, and its request is answered when its last row is;
+  most `chunk` after a request arrived (the longest a newcomer waits to join, in steps);
+  while none arrives, each round may draw twice the last one's, up to 8 × `chunk`, so a
+  lone request costs few calls. A row leaves the batch the moment it is done, and its
+  request is answered when its last row is;
 - a row's draws are counted by its own position and seed (a seed of 0 is drawn here
   once, at arrival), so a seeded request gets the text `generate` gives it alone.
 
@@ -38,6 +41,9 @@ logger = logging.getLogger("textgen.serving")
 Run = Callable[[Mapping[str, np.ndarray], CancelToken], Dict[str, np.ndarray]]
 _SAMPLING = ("temperature", "top_k", "top_p", "seed")
 _INT32_MAX = np.iinfo(np.int32).max
+# While no request arrives, each round draws twice the last one's characters, up to
+# this many times `chunk`.
+_GROWTH = 8
 
 
 class _Request:
@@ -92,6 +98,7 @@ class StepScheduler:
         self._waiting: Deque[_Request] = collections.deque()
         self._waiting_rows = 0
         self._running: List[_Row] = []
+        self._round = chunk  # characters the next round draws at most
         self._closed = False
         self._rng = np.random.default_rng()
         self.rounds = 0  # calls that drew characters, and
@@ -169,14 +176,20 @@ class StepScheduler:
                     self._waiting_rows -= request.rows
                     room -= request.rows
                     arriving.append(request)
+                # Rounds grow while nobody new comes (fewer calls for the running rows),
+                # back to `chunk` when someone does (a short wait to join).
+                self._round = self.chunk if self._waiting or arriving else \
+                    min(2 * self._round, self.chunk * _GROWTH)
             try:
-                if arriving:
-                    if self._running:
-                        self.joined_running += len(arriving)
-                    self._read_prompts(arriving)
+                if arriving and self._running:
+                    self.joined_running += len(arriving)
+                    self._read_prompts(arriving, draw=False)
+                elif arriving:  # nothing runs: the prompts and the first round in one call
+                    self._read_prompts(arriving, draw=True)
+                    continue
                 self._running = [row for row in self._running if not row.request.done.is_set()]
                 if self._running:
-                    self._round()
+                    self._round_of(self._running, None)
             except Exception as err:  # noqa: BLE001 - every waiting caller must get an answer
                 logger.exception("generation round failed")
                 error = err if isinstance(err, ServingError) else \
@@ -194,43 +207,41 @@ class StepScheduler:
                                    dtype=requests_rows[0][0].sampling[name].dtype)
         return feeds
 
-    def _read_prompts(self, requests: List[_Request]) -> None:
-        """Reads the arriving rows' prompts in one call; on an error, request by request,
-        so that only the request whose prompt the graph refused gets it."""
+    def _read_prompts(self, requests: List[_Request], draw: bool) -> None:
+        """Reads the arriving rows' prompts in one call (and, with `draw`, draws their
+        first round in it); on an error, request by request, so that only the request
+        whose prompt the graph refused gets it."""
         live = [r for r in requests if not r.done.is_set()]
         if not live:
             return
-        rows = [(r, i) for r in live for i in range(r.rows)]
-        feeds = self._feeds(rows, np.concatenate([r.prompts for r in live]),
-                            np.zeros([len(rows), self.state_size], np.float32),
-                            [0] * len(rows), [0] * len(rows))
+        rows = [_Row(r, i, None) for r in live for i in range(r.rows)]
+        prompts = np.concatenate([r.prompts for r in live])
         try:
-            states = self._run(feeds, CancelToken())["states"]
+            self._round_of(rows, prompts, prompts_only=not draw)
         except ServingError as err:
             if len(live) > 1:
                 for request in live:
-                    self._read_prompts([request])
+                    self._read_prompts([request], draw)
                 return
             live[0].finish(err)
-            return
-        for (request, index), row_states in zip(rows, states):
-            if request.remaining[index] > 0:
-                self._running.append(_Row(request, index, row_states))
-            else:
-                self._row_done(request)
 
-    def _round(self) -> None:
-        rows = self._running
-        chunk = min(self.chunk, min(row.remaining for row in rows))
+    def _round_of(self, rows: List[_Row], prompts, prompts_only: bool = False) -> None:
+        """One call of `resume` for the rows: their prompts read first when given (new
+        rows start from zeros), then, unless prompts_only, a round of characters drawn.
+        The rows still to go make up the running batch after it."""
+        new = prompts is not None
+        chunk = 0 if prompts_only else min(self._round, min(row.remaining for row in rows))
         feeds = self._feeds([(row.request, row.index) for row in rows],
-                            np.full(len(rows), b"", dtype=object),
-                            np.stack([row.states for row in rows]),
+                            prompts if new else np.full(len(rows), b"", dtype=object),
+                            np.zeros([len(rows), self.state_size], np.float32) if new
+                            else np.stack([row.states for row in rows]),
                             [row.position for row in rows], [chunk] * len(rows))
         outputs = self._run(feeds, CancelToken())
-        self.rounds += 1
-        self.row_steps += chunk * len(rows)
-        self.largest_batch = max(self.largest_batch, len(rows))
-        still = []
+        if chunk:
+            self.rounds += 1
+            self.row_steps += chunk * len(rows)
+            self.largest_batch = max(self.largest_batch, len(rows))
+        still = [] if not new else self._running
         for row, text, states, ended in zip(rows, outputs["completion"], outputs["states"],
                                             outputs["ended"]):
             request = row.request
