@@ -194,8 +194,8 @@ class StepScheduler:
                 logger.exception("generation round failed")
                 error = err if isinstance(err, ServingError) else \
                     ServingError("INTERNAL", f"{type(err).__name__}: {err}")
-                for row in self._running:
-                    row.request.finish(error)
+                for request in arriving + [row.request for row in self._running]:
+                    request.finish(error)
                 self._running = []
 
     def _feeds(self, requests_rows, prompts, states, positions, num_chars):
