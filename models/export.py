@@ -147,16 +147,19 @@ class Generator(tf.Module):
         first part of a GRU's or an LSTM's state)."""
         return tf.cast(self.dense(self.split_states(states)[-1][0]), tf.float32)
 
-    def draw(self, logits, states, num_chars, sampler, keep_end_states=False):
-        """Draws num_chars[row] characters per row, each fed back in; the loop runs to the
-        longest row, and a row past its own num_chars (or, in lines mode, past its line's
-        end) adds nothing. Returns (ids int64 [batch, 1 + longest], the first column padding;
-        the states; ended bool [batch]: the row drew its line's terminator). With
+    def draw(self, logits, states, num_chars, temperature, top_k, top_p, seed, first=None,
+             keep_end_states=False):
+        """Draws num_chars[row] characters per row with the row's own sampling parameters
+        (draws counted on from first[row], default 0), each fed back in; the loop runs to
+        the longest row, and a row past its own num_chars (or, in lines mode, past its
+        line's end) adds nothing. Returns (ids int64 [batch, 1 + longest], the first column
+        padding; the states; ended bool [batch]: the row drew its line's terminator). With
         keep_end_states each row's states are those at its own end (to resume from), not
         the longest row's."""
         batch = tf.shape(num_chars)[0]
         pad = tf.fill([batch], tf.constant(features.PAD_ID, tf.int64))
         longest = tf.maximum(tf.reduce_max(num_chars), 0)  # 0 for an empty batch
+        sampler = sampling.RowSampler(temperature, top_k, top_p, seed, longest, first)
         # Slot 0 holds padding so the array is never empty (num_chars = 0 is valid).
         out = tf.TensorArray(tf.int64, size=longest + 1, element_shape=[None]).write(0, pad)
 
@@ -212,9 +215,7 @@ class Generator(tf.Module):
         num_chars, temperature, top_k, top_p, seed = _sampling_rows(
             batch, num_chars, temperature, top_k, top_p, seed)
         logits, states = self.read_prompt(self.encode(prompts), self.zero_states(batch))
-        longest = tf.maximum(tf.reduce_max(num_chars), 0)
-        sampler = sampling.RowSampler(temperature, top_k, top_p, seed, longest)
-        ids, _, _ = self.draw(logits, states, num_chars, sampler)
+        ids, _, _ = self.draw(logits, states, num_chars, temperature, top_k, top_p, seed)
         completion = self.decode(ids)
         return {"text": prompts + completion, "completion": completion}
 
@@ -235,9 +236,8 @@ class Generator(tf.Module):
         tf.debugging.assert_non_negative(position, message="position must be >= 0")
         logits, states = self.read_prompt(self.encode(prompts), states,
                                           logits0=self.logits_at(states))
-        longest = tf.maximum(tf.reduce_max(num_chars), 0)
-        sampler = sampling.RowSampler(temperature, top_k, top_p, seed, longest, first=position)
-        ids, states, ended = self.draw(logits, states, num_chars, sampler, keep_end_states=True)
+        ids, states, ended = self.draw(logits, states, num_chars, temperature, top_k, top_p,
+                                       seed, first=position, keep_end_states=True)
         return {"completion": self.decode(ids), "states": states, "ended": ended}
 
     def _score(self, examples):

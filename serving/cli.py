@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pipeline.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError
 from serving.settings import (DEFAULT_GRPC_PORT, DEFAULT_LIMITS, DEFAULT_MAX_MESSAGE_MB,
-                              DEFAULT_MODEL_NAME, GENERATE_CHUNK_CHARS, DEFAULT_REST_PORT)
+                              DEFAULT_MODEL_NAME, DEFAULT_REST_PORT, GENERATE_CHUNK_CHARS)
 
 
 # Addressable in a REST path and never a filesystem path (no "/", no "..").

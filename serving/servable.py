@@ -6,8 +6,8 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 
-from serving import protos, signatures, tf_cancellation
 from models import features
+from serving import protos, signatures, tf_cancellation
 from serving.batching import Batcher
 from serving.deadlines import CancelToken
 from serving.errors import ServingError, code_of

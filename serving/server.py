@@ -17,8 +17,8 @@ from serving.manager import ModelManager
 from serving.metrics import Metrics
 from serving.servable import Servable
 from serving.settings import (DEFAULT_GRPC_PORT, DEFAULT_LIMITS, DEFAULT_MAX_MESSAGE_MB,
-                              GENERATE_CHUNK_CHARS,
-                              DEFAULT_MODEL_NAME, DEFAULT_REST_PORT, BatchingParameters, Limits)
+                              DEFAULT_MODEL_NAME, DEFAULT_REST_PORT, GENERATE_CHUNK_CHARS,
+                              BatchingParameters, Limits)
 
 logger = logging.getLogger("textgen.serving")
 

@@ -53,8 +53,7 @@ class _Request:
         seeds = feeds["seed"].copy()
         random = seeds == 0
         seeds[random] = rng.integers(1, _INT32_MAX, size=int(random.sum()), dtype=np.int32)
-        self.sampling = {name: feeds[name] for name in _SAMPLING[:-1]}
-        self.sampling["seed"] = seeds
+        self.sampling = {**{name: feeds[name] for name in _SAMPLING}, "seed": seeds}
         self.remaining = feeds["num_chars"].astype(np.int64)
         self.cancel = cancel
         self.pieces: List[List[bytes]] = [[] for _ in range(self.rows)]
