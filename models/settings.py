@@ -1,4 +1,5 @@
-"""The network's and its training's settings: each default defined here, once.
+"""The network's, its training's and its sampling's settings: each default and each
+sampling rule defined here, once.
 
 Beside the model as nanoGPT keeps GPTConfig beside GPT; `pipeline/configs.py` imports
 these. No TensorFlow here, so the command line validates settings in milliseconds.
@@ -6,7 +7,9 @@ The defaults are the recipe measured to reach the best eval loss within a 2-core
 half hour (docs/benchmarks.md, "Time to quality"); `pipeline/presets/` holds the others.
 """
 import dataclasses
-from typing import Optional
+import math
+import numbers
+from typing import Any, Optional, Tuple
 
 CELLS = ("gru", "lstm")
 # "auto": mixed_bfloat16 where oneDNN runs bf16 natively, mixed_float16 on GPUs with
@@ -60,3 +63,63 @@ class TrainSettings:
     # blessed one) when it has the same characters and shape; otherwise start fresh.
     warm_start: bool = True
     precision: str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSettings:
+    """How text is drawn when the caller does not say: `textgen generate`, the client
+    library (serving/client.py) and the run summary's sample."""
+    prompt: str = "ROMEO:"  # the tutorial's; `textgen generate --prompt`, the run's sample
+    num_chars: int = 1000  # `textgen generate --num-chars`
+    temperature: float = 0.8
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    seed: int = 0  # 0: a random seed per request
+
+
+DEFAULT_SAMPLING = SamplingSettings()
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingRule:
+    """What one sampling parameter must be, in numbers and in words.
+
+    A value is at least `low` (greater than it when `low_open`), at most `high` when there
+    is one, and finite. `text` says so for every message: the command line's ("--top-p 0.0:
+    give a number in (0, 1] (1 = off)"), the server's pre-checks ("top_p is 1.5 in row 0: it
+    must be ...") and the graph's own checks ("top_p must be ..."), which TF Serving's users
+    reach directly.
+    """
+    text: str
+    low: float
+    high: Optional[float] = None
+    low_open: bool = False
+
+    def holds(self, value) -> bool:
+        if not isinstance(value, numbers.Integral) and not math.isfinite(value):
+            return False
+        if value < self.low or (self.low_open and value == self.low):
+            return False
+        return self.high is None or value <= self.high
+
+
+# Each sampling parameter's rule, defined here once (the generation signatures' inputs).
+SAMPLING_RULES = {
+    "num_chars": SamplingRule("a number >= 0", 0),
+    "temperature": SamplingRule("a finite number >= 0 (0 = greedy)", 0.0),
+    "top_k": SamplingRule("a number >= 0 (0 = off)", 0),
+    "top_p": SamplingRule("a number in (0, 1] (1 = off)", 0.0, 1.0, low_open=True),
+    # The signatures' seed input is an int32.
+    "seed": SamplingRule("a 32-bit integer (0 = random)", -2**31, 2**31 - 1),
+}
+
+
+def broken_sampling_rule(**values) -> Optional[Tuple[str, Any, SamplingRule]]:
+    """The first of the given sampling parameters (name=value) that breaks its rule, as
+    (name, value, rule); None when all keep theirs. Callers word the message around
+    rule.text, each in its own way."""
+    for name, value in values.items():
+        rule = SAMPLING_RULES[name]
+        if not rule.holds(value):
+            return name, value, rule
+    return None

@@ -1,5 +1,6 @@
-"""Serving settings, each defined once: the model name, ports, request limits and
-batching parameters that the server, the clients and the command line share.
+"""Serving settings, each defined once: the model name, address, ports, polling, request
+limits, client timeout and batching parameters that the server, the clients and the
+command line share. The sampling defaults and rules are the model's (models/settings.py).
 
 Free of TensorFlow and gRPC, so that `textgen --help` stays instant.
 """
@@ -12,6 +13,12 @@ DEFAULT_MODEL_NAME = "textgen"
 DEFAULT_GRPC_PORT = 8500
 DEFAULT_REST_PORT = 8501
 DEFAULT_MAX_MESSAGE_MB = 64
+# The interface `textgen serve` listens on: loopback only (0.0.0.0 for every interface).
+DEFAULT_HOST = "127.0.0.1"
+# Seconds between looks for new versions in the serving directory (0: only at start).
+DEFAULT_POLL_SECONDS = 1.0
+# Seconds a client waits for one call (`textgen generate --timeout`, serving/client.py).
+DEFAULT_CLIENT_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
