@@ -13,6 +13,7 @@ import tensorflow as tf
 import tf_keras
 
 from models import features, model as char_model, sampling, warm_start
+from models.settings import SAMPLING_RULES
 
 # Upper bound on prompt characters the graph accepts per row; beyond it the client
 # should send only the tail (an RNN's memory of the far past is its state anyway).
@@ -268,8 +269,24 @@ def _per_row(value, batch, name):
 
 
 def _check_temperature(temperature):
-    tf.debugging.assert_non_negative(temperature, message="temperature must be >= 0 (0 = greedy)")
-    tf.debugging.assert_all_finite(temperature, message="temperature must be a finite number")
+    _check_sampling("temperature", temperature)
+
+
+def _check_sampling(name, values):
+    """A sampling parameter's rule (models/settings.py), checked in the graph as well: a
+    request to TF Serving reaches the graph without textgen's pre-checks."""
+    rule = SAMPLING_RULES[name]
+    message = f"{name} must be {rule.text}"
+    if values.dtype.is_floating:
+        tf.debugging.assert_all_finite(values, message=message)
+    low = tf.constant(rule.low, values.dtype)
+    if rule.low_open:
+        tf.debugging.assert_greater(values, low, message=message)
+    else:
+        tf.debugging.assert_greater_equal(values, low, message=message)
+    if rule.high is not None:
+        tf.debugging.assert_less_equal(values, tf.constant(rule.high, values.dtype),
+                                       message=message)
 
 
 def _sampling_rows(batch, num_chars, temperature, top_k, top_p, seed):
@@ -280,10 +297,8 @@ def _sampling_rows(batch, num_chars, temperature, top_k, top_p, seed):
     top_p = _per_row(top_p, batch, "top_p")
     seed = sampling.resolve_seeds(_per_row(seed, batch, "seed"))
     _check_temperature(temperature)
-    tf.debugging.assert_non_negative(num_chars, message="num_chars must be >= 0")
-    tf.debugging.assert_non_negative(top_k, message="top_k must be >= 0 (0 = off)")
-    tf.debugging.assert_greater(top_p, 0.0, message="top_p must be in (0, 1]")
-    tf.debugging.assert_less_equal(top_p, 1.0, message="top_p must be in (0, 1]")
+    for name, values in (("num_chars", num_chars), ("top_k", top_k), ("top_p", top_p)):
+        _check_sampling(name, values)
     return num_chars, temperature, top_k, top_p, seed
 
 

@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional
 
 from components import names
 from models import features
+from models.settings import DEFAULT_SAMPLING
 from pipeline import records
 
 SUMMARY_FILE = "last_run_summary.json"
@@ -80,8 +81,9 @@ def sample(model_dir: str, prompts: List[str], num_chars: int, seed: int = 1) ->
     import tensorflow as tf
     generate = tf.saved_model.load(model_dir).signatures[features.GENERATE_SIGNATURE]
     result = generate(prompts=tf.constant(prompts), num_chars=tf.constant(num_chars),
-                      temperature=tf.fill([len(prompts)], 0.8), top_k=tf.constant(0),
-                      top_p=tf.constant(1.0), seed=tf.constant(seed))
+                      temperature=tf.fill([len(prompts)], DEFAULT_SAMPLING.temperature),
+                      top_k=tf.constant(DEFAULT_SAMPLING.top_k),
+                      top_p=tf.constant(DEFAULT_SAMPLING.top_p), seed=tf.constant(seed))
     return [t.decode("utf-8", errors="replace") for t in result["text"].numpy()]
 
 

@@ -13,15 +13,16 @@ import sys
 import threading
 from urllib.parse import urlsplit
 
+from models.settings import DEFAULT_SAMPLING, broken_sampling_rule
 from pipeline.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError
-from serving.settings import (DEFAULT_GRPC_PORT, DEFAULT_LIMITS, DEFAULT_MAX_MESSAGE_MB,
-                              DEFAULT_MODEL_NAME, DEFAULT_REST_PORT, GENERATE_CHUNK_CHARS)
+from serving.settings import (DEFAULT_CLIENT_TIMEOUT, DEFAULT_GRPC_PORT, DEFAULT_HOST,
+                              DEFAULT_LIMITS, DEFAULT_MAX_MESSAGE_MB, DEFAULT_MODEL_NAME,
+                              DEFAULT_POLL_SECONDS, DEFAULT_REST_PORT, GENERATE_CHUNK_CHARS)
 
 
 # Addressable in a REST path and never a filesystem path (no "/", no "..").
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):([0-9]{1,5})")
-_INT32_MIN, _INT32_MAX = -2**31, 2**31 - 1
 # Server-side request errors that mean "fix the command", as opposed to "fix the server".
 _BAD_REQUEST_CODES = {"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND", "OUT_OF_RANGE"}
 
@@ -45,15 +46,17 @@ def _add_serve_parser(sub) -> None:
     p.add_argument("--model-name", default=DEFAULT_MODEL_NAME,
                    help="the name requests use, as TF Serving's --model_name "
                         f"(default {DEFAULT_MODEL_NAME})")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1; 0.0.0.0 for all interfaces)")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0 for all "
+                        "interfaces)")
     p.add_argument("--port", type=int, default=DEFAULT_GRPC_PORT,
                    help=f"gRPC port (default {DEFAULT_GRPC_PORT}; 0 picks a free one)")
     p.add_argument("--rest-port", type=int, default=DEFAULT_REST_PORT,
                    help=f"REST port (default {DEFAULT_REST_PORT}; 0 picks a free one)")
     p.add_argument("--no-rest", action="store_true", help="serve gRPC only")
-    p.add_argument("--poll-seconds", type=float, default=1.0,
-                   help="how often to look for new versions (default 1; 0 only at start)")
+    p.add_argument("--poll-seconds", type=float, default=DEFAULT_POLL_SECONDS,
+                   help="how often to look for new versions (default "
+                        f"{DEFAULT_POLL_SECONDS:g}; 0 only at start)")
     p.add_argument("--version", type=int, default=None,
                    help="serve only this version (default: always the latest)")
     p.add_argument("--max-num-chars", type=int, default=DEFAULT_LIMITS.max_num_chars,
@@ -103,19 +106,22 @@ def _add_generate_parser(sub) -> None:
         description="Generates text through TF Serving's Predict API: the `generate` signature, "
                     "or with --stream the one-step signature, character by character. Works "
                     "against `textgen serve` and tensorflow_model_server alike.")
-    p.add_argument("--prompt", default="ROMEO:", help="text to continue (default ROMEO:)")
-    p.add_argument("--num-chars", type=int, default=1000,
-                   help="characters to generate (default 1000)")
-    p.add_argument("--temperature", type=float, default=0.8,
+    sampling = DEFAULT_SAMPLING
+    p.add_argument("--prompt", default=sampling.prompt,
+                   help=f"text to continue (default {sampling.prompt})")
+    p.add_argument("--num-chars", type=int, default=sampling.num_chars,
+                   help=f"characters to generate (default {sampling.num_chars})")
+    p.add_argument("--temperature", type=float, default=sampling.temperature,
                    help="sampling temperature; 0 = always the most likely character "
-                        "(default 0.8)")
-    p.add_argument("--top-k", type=int, default=0,
-                   help="sample among the k most likely characters only (default 0 = off)")
-    p.add_argument("--top-p", type=float, default=1.0,
+                        f"(default {sampling.temperature:g})")
+    p.add_argument("--top-k", type=int, default=sampling.top_k,
+                   help="sample among the k most likely characters only (default "
+                        f"{sampling.top_k}; 0 = off)")
+    p.add_argument("--top-p", type=float, default=sampling.top_p,
                    help="sample among the most likely characters holding this probability "
-                        "mass (default 1.0 = off)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="nonzero: reproducible samples; 0: random (default)")
+                        f"mass (default {sampling.top_p:g}; 1 = off)")
+    p.add_argument("--seed", type=int, default=sampling.seed,
+                   help=f"nonzero: reproducible samples; 0: random (default {sampling.seed})")
     p.add_argument("--num-samples", type=int, default=1, help="samples to draw (default 1)")
     p.add_argument("--stream", action="store_true",
                    help="print characters as they are generated (one-step signature, one "
@@ -134,8 +140,8 @@ def _add_generate_parser(sub) -> None:
                    help=f"served model name (default {DEFAULT_MODEL_NAME})")
     p.add_argument("--version", type=int, default=None,
                    help="ask for this model version (default: the latest served)")
-    p.add_argument("--timeout", type=float, default=600.0,
-                   help="seconds to wait for one call (default 600)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_CLIENT_TIMEOUT,
+                   help=f"seconds to wait for one call (default {DEFAULT_CLIENT_TIMEOUT:g})")
     p.set_defaults(func=cmd_generate)
 
 
@@ -274,17 +280,11 @@ def _check_generate_args(args) -> None:
     _check_version(args.version)
     if not args.prompt:
         raise CliError("--prompt is empty: give at least one character to continue")
-    if args.num_chars < 0:
-        raise CliError(f"--num-chars {args.num_chars}: give a number >= 0")
-    if not (math.isfinite(args.temperature) and args.temperature >= 0):
-        raise CliError(f"--temperature {args.temperature}: give a finite number >= 0 "
-                         "(0 = greedy)")
-    if args.top_k < 0:
-        raise CliError(f"--top-k {args.top_k}: give a number >= 0 (0 = off)")
-    if not 0 < args.top_p <= 1:
-        raise CliError(f"--top-p {args.top_p}: give a number in (0, 1] (1 = off)")
-    if not _INT32_MIN <= args.seed <= _INT32_MAX:
-        raise CliError(f"--seed {args.seed}: give a 32-bit integer")
+    broken = broken_sampling_rule(num_chars=args.num_chars, temperature=args.temperature,
+                                  top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    if broken:
+        name, value, rule = broken
+        raise CliError(f"--{name.replace('_', '-')} {value}: give {rule.text}")
     if args.num_samples < 1:
         raise CliError(f"--num-samples {args.num_samples}: give a number >= 1")
     if args.stream and (args.top_k or args.top_p != 1.0):

@@ -4,7 +4,7 @@ Only standard calls are used (Predict, and GetModelMetadata for the state size),
 same code talks to `textgen serve` and to a real tensorflow_model_server:
 
     with connect(server="localhost:8500") as client:
-        print(client.generate(["ROMEO:"], num_chars=300, temperature=0.8, seed=7)[0])
+        print(client.generate(["ROMEO:"], num_chars=300, seed=7)[0])
         for char in client.stream("ROMEO:", num_chars=300, seed=7):
             print(char, end="", flush=True)
 
@@ -24,14 +24,14 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Union
 import numpy as np
 
 from models import features
+from models.settings import DEFAULT_SAMPLING, SAMPLING_RULES
 from serving import protos, rest, signatures
 from serving.errors import ServingError, code_for_http_status, invalid_argument
-from serving.settings import DEFAULT_LIMITS, DEFAULT_MODEL_NAME, Limits
+from serving.settings import DEFAULT_CLIENT_TIMEOUT, DEFAULT_LIMITS, DEFAULT_MODEL_NAME, Limits
 
 GENERATE_SIGNATURE = features.GENERATE_SIGNATURE
 ONE_STEP_SIGNATURE = features.ONE_STEP_SIGNATURE
-DEFAULT_TIMEOUT = 600.0
-_INT32_MAX = 2**31 - 1
+_INT32_MAX = SAMPLING_RULES["seed"].high
 
 
 class Prediction(NamedTuple):
@@ -86,11 +86,13 @@ class Client(abc.ABC):
         return signatures.state_size(self.signature_defs())
 
     def generate(self, prompts: Sequence[str], num_chars: Union[int, Sequence[int]],
-                 temperature: Union[float, Sequence[float]] = 1.0,
-                 top_k: Union[int, Sequence[int]] = 0, top_p: Union[float, Sequence[float]] = 1.0,
-                 seed: Union[int, Sequence[int]] = 0) -> List[str]:
+                 temperature: Union[float, Sequence[float]] = DEFAULT_SAMPLING.temperature,
+                 top_k: Union[int, Sequence[int]] = DEFAULT_SAMPLING.top_k,
+                 top_p: Union[float, Sequence[float]] = DEFAULT_SAMPLING.top_p,
+                 seed: Union[int, Sequence[int]] = DEFAULT_SAMPLING.seed) -> List[str]:
         """One completion per prompt, prompt included. Each parameter is one value for all
-        rows or one per prompt; a row's seed 0 draws a random seed for that row."""
+        rows or one per prompt; a row's seed 0 draws a random seed for that row. The
+        defaults are `textgen generate`'s (models/settings.py)."""
         prompts = list(prompts)
         if not prompts:
             raise invalid_argument("no prompts: give at least one")
@@ -109,8 +111,9 @@ class Client(abc.ABC):
         }, GENERATE_SIGNATURE)
         return [text.decode("utf-8", errors="replace") for text in result.outputs["text"]]
 
-    def stream(self, prompt: str, num_chars: int, temperature: float = 1.0,
-               seed: int = 0) -> Iterator[str]:
+    def stream(self, prompt: str, num_chars: int,
+               temperature: float = DEFAULT_SAMPLING.temperature,
+               seed: int = DEFAULT_SAMPLING.seed) -> Iterator[str]:
         """Yields `num_chars` generated characters one by one (the prompt is not repeated)."""
         if not prompt:
             raise invalid_argument("the prompt is empty: give at least one character")
@@ -141,7 +144,7 @@ class GrpcClient(Client):
     """PredictionService over gRPC (`target` is HOST:PORT, TF Serving's --port)."""
 
     def __init__(self, target: str, model_name: str = DEFAULT_MODEL_NAME,
-                 version: Optional[int] = None, timeout: float = DEFAULT_TIMEOUT):
+                 version: Optional[int] = None, timeout: float = DEFAULT_CLIENT_TIMEOUT):
         import grpc
         super().__init__(model_name, version)
         self.target = target
@@ -196,7 +199,7 @@ class RestClient(Client):
     """TF Serving's REST API (`base_url` is http://HOST:PORT, TF Serving's --rest_api_port)."""
 
     def __init__(self, base_url: str, model_name: str = DEFAULT_MODEL_NAME,
-                 version: Optional[int] = None, timeout: float = DEFAULT_TIMEOUT):
+                 version: Optional[int] = None, timeout: float = DEFAULT_CLIENT_TIMEOUT):
         super().__init__(model_name, version)
         self.base_url = base_url.rstrip("/")
         self._timeout = timeout
@@ -301,7 +304,7 @@ def resolve_model_dir(model_dir: str, version: Optional[int] = None):
 
 def connect(server: Optional[str] = None, rest_url: Optional[str] = None,
             model_dir: Optional[str] = None, model_name: str = DEFAULT_MODEL_NAME,
-            version: Optional[int] = None, timeout: float = DEFAULT_TIMEOUT) -> Client:
+            version: Optional[int] = None, timeout: float = DEFAULT_CLIENT_TIMEOUT) -> Client:
     """A client for exactly one of: gRPC HOST:PORT, a REST base URL, a model directory."""
     given = [x for x in (server, rest_url, model_dir) if x]
     if len(given) != 1:

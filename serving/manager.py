@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from serving.errors import code_of, not_found
+from serving.settings import DEFAULT_POLL_SECONDS
 
 logger = logging.getLogger("textgen.serving")
 
@@ -77,7 +78,7 @@ class ModelManager:
     """
 
     def __init__(self, name: str, base_path: str, load: Callable[[str, int], Any],
-                 poll_seconds: float = 1.0, version: Optional[int] = None,
+                 poll_seconds: float = DEFAULT_POLL_SECONDS, version: Optional[int] = None,
                  on_load_attempt: Optional[Callable[[str, bool], None]] = None):
         self.name = name
         self.base_path = base_path

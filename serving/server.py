@@ -16,9 +16,10 @@ from serving.core import ServingCore
 from serving.manager import ModelManager
 from serving.metrics import Metrics
 from serving.servable import Servable
-from serving.settings import (DEFAULT_GRPC_PORT, DEFAULT_LIMITS, DEFAULT_MAX_MESSAGE_MB,
-                              DEFAULT_MODEL_NAME, DEFAULT_REST_PORT, GENERATE_CHUNK_CHARS,
-                              BatchingParameters, Limits)
+from serving.settings import (DEFAULT_GRPC_PORT, DEFAULT_HOST, DEFAULT_LIMITS,
+                              DEFAULT_MAX_MESSAGE_MB, DEFAULT_MODEL_NAME, DEFAULT_POLL_SECONDS,
+                              DEFAULT_REST_PORT, GENERATE_CHUNK_CHARS, BatchingParameters,
+                              Limits)
 
 logger = logging.getLogger("textgen.serving")
 
@@ -53,9 +54,9 @@ class Server:
     """
 
     def __init__(self, model_dir: str, model_name: str = DEFAULT_MODEL_NAME,
-                 host: str = "127.0.0.1", port: int = DEFAULT_GRPC_PORT,
+                 host: str = DEFAULT_HOST, port: int = DEFAULT_GRPC_PORT,
                  rest_port: Optional[int] = DEFAULT_REST_PORT,
-                 poll_seconds: float = 1.0, version: Optional[int] = None,
+                 poll_seconds: float = DEFAULT_POLL_SECONDS, version: Optional[int] = None,
                  limits: Limits = DEFAULT_LIMITS,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_MB << 20,
                  num_threads: Optional[int] = None,

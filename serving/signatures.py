@@ -3,7 +3,6 @@
 TensorFlow-free: the server, the in-process client and the remote clients share it.
 Messages follow TF Serving's wording where it has one and always name the input.
 """
-import math
 import os
 from typing import Dict, Iterable, List, Mapping, Tuple
 
@@ -11,6 +10,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from models import features
+from models.settings import SAMPLING_RULES
 from serving import protos
 from serving.errors import ServingError, invalid_argument
 from serving.settings import DEFAULT_LIMITS, Limits
@@ -196,31 +196,21 @@ def _shape_text(shape) -> str:
 
 # --- values the textgen signatures would reject (by input name) -----------------------------
 
-def _check_num_chars(alias, array, limits):
-    for value in array.ravel():
-        if not 0 <= value <= limits.max_num_chars:
-            raise invalid_argument(
-                f"{alias} is {value}: it must be between 0 and {limits.max_num_chars} (this "
-                "server's limit; `textgen serve --max-num-chars` sets it)")
-
-
-def _check_temperature(alias, array, limits):
+def _check_sampling(alias, array, limits):
+    """The sampling parameter's rule (models/settings.py), which the graph checks too."""
+    rule = SAMPLING_RULES[alias]
     for row, value in enumerate(array.ravel()):
-        if not (math.isfinite(value) and value >= 0):
-            raise invalid_argument(f"{alias} is {value} in row {row}: it must be a finite "
-                                   "number >= 0 (0 = greedy)")
+        if not rule.holds(value):
+            raise invalid_argument(f"{alias} is {value} in row {row}: it must be {rule.text}")
 
 
-def _check_top_k(alias, array, limits):
-    for value in array.ravel():
-        if value < 0:
-            raise invalid_argument(f"{alias} is {value}: it must be >= 0 (0 = off)")
-
-
-def _check_top_p(alias, array, limits):
-    for value in array.ravel():
-        if not 0 < value <= 1:
-            raise invalid_argument(f"{alias} is {value}: it must be in (0, 1] (1 = off)")
+def _check_num_chars(alias, array, limits):
+    _check_sampling(alias, array, limits)
+    for row, value in enumerate(array.ravel()):
+        if value > limits.max_num_chars:
+            raise invalid_argument(
+                f"{alias} is {value} in row {row}: it must be at most {limits.max_num_chars} "
+                "(this server's limit; `textgen serve --max-num-chars` sets it)")
 
 
 def _check_text(alias, array, limits):
@@ -275,9 +265,9 @@ def _char_count(value) -> int:
 # input name → (numpy dtype kinds the check applies to, check)
 _VALUE_CHECKS = {
     "num_chars": ("iu", _check_num_chars),
-    "temperature": ("f", _check_temperature),
-    "top_k": ("iu", _check_top_k),
-    "top_p": ("f", _check_top_p),
+    "temperature": ("f", _check_sampling),
+    "top_k": ("iu", _check_sampling),
+    "top_p": ("f", _check_sampling),
     "chars": ("O", _check_text),
     "prompts": ("O", _check_text),
     "examples": ("O", _check_examples),

@@ -1,6 +1,7 @@
 """The servable signatures: shapes, sampling rules, reproducibility, reload in a fresh process."""
 import collections
 import os
+import re
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from models import export, features
+from models.settings import SAMPLING_RULES
 from conftest import TINY_VOCAB, build_tiny_model, call_signatures_in_fresh_process
 
 V = len(TINY_VOCAB) + features.NUM_RESERVED_IDS
@@ -117,17 +119,32 @@ def test_num_chars_zero_returns_the_prompt():
     assert generate(g, ["abc"], 0) == ([""], ["abc"])
 
 
+def _rule(name):
+    """The graph's message for a broken sampling rule: the rule's words (models/settings.py)."""
+    return re.escape(f"{name} must be {SAMPLING_RULES[name].text}")
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda g: g.generate(tf.constant(["a"]), tf.constant([5]), tf.constant([-1.0]),
-                          tf.constant([0]), tf.constant([1.0]), tf.constant([0])), "temperature"),
+                          tf.constant([0]), tf.constant([1.0]), tf.constant([0])),
+     _rule("temperature")),
     (lambda g: g.generate(tf.constant(["a", "b"]), tf.constant([5]), tf.constant([1.0, 1.0, 1.0]),
                           tf.constant([0]), tf.constant([1.0]), tf.constant([0])), "one value per row"),
     (lambda g: g.generate(tf.constant(["a"]), tf.constant([5]), tf.constant([1.0]),
-                          tf.constant([0]), tf.constant([1.5]), tf.constant([0])), "top_p"),
+                          tf.constant([0]), tf.constant([1.5]), tf.constant([0])), _rule("top_p")),
+    (lambda g: g.generate(tf.constant(["a"]), tf.constant([5]), tf.constant([1.0]),
+                          tf.constant([0]), tf.constant([0.0]), tf.constant([0])), _rule("top_p")),
+    (lambda g: g.generate(tf.constant(["a"]), tf.constant([5]), tf.constant([1.0]),
+                          tf.constant([-1]), tf.constant([1.0]), tf.constant([0])), _rule("top_k")),
+    (lambda g: g.generate(tf.constant(["a"]), tf.constant([-1]), tf.constant([1.0]),
+                          tf.constant([0]), tf.constant([1.0]), tf.constant([0])),
+     _rule("num_chars")),
     (lambda g: g.generate(tf.constant([""]), tf.constant([5]), tf.constant([1.0]),
                           tf.constant([0]), tf.constant([1.0]), tf.constant([0])), "at least one"),
     (lambda g: g.one_step(tf.constant(["a"]), tf.zeros([1, g.state_size]),
-                          tf.constant([float("nan")]), tf.constant([0])), "temperature"),
+                          tf.constant([float("nan")]), tf.constant([0])), _rule("temperature")),
+    (lambda g: g.resume(tf.constant(["a"]), tf.zeros([1, g.state_size]), tf.constant([0]),
+                        tf.constant([5]), tf.constant([float("inf")])), _rule("temperature")),
 ])
 def test_bad_inputs_raise_invalid_argument_naming_the_input(call, message):
     g = export.Generator(build_tiny_model(), TINY_VOCAB, "stream")

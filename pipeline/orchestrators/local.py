@@ -10,6 +10,7 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from models.settings import DEFAULT_SAMPLING
 from pipeline import configs, corpus as corpus_lib, logs
 from pipeline.lock import PipelineLock, local_lock_dir
 
@@ -59,9 +60,10 @@ def _prepare_dirs(config: configs.Config) -> str:
 
 
 def sample_prompts(config: configs.Config, corpus) -> List[str]:
-    """ROMEO: for running text; for lines, the first letters of lines spread over the file."""
+    """The default prompt (models/settings.py) for running text; for lines, the first letters
+    of lines spread over the file."""
     if config.data.mode == "stream":
-        return ["ROMEO:"]
+        return [DEFAULT_SAMPLING.prompt]
     with open(corpus.files[0], "rb") as f:
         lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
     count = min(10, len(lines))
