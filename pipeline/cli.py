@@ -1,18 +1,19 @@
-"""`textgen`: the command line. It parses arguments and prints; the work is elsewhere
-(pipeline/orchestrators/local.py runs the pipeline, serving/cli.py serves).
+"""The pipeline's subcommands of `textgen` (textgen_cli.py): run, runs, compile. They
+parse arguments and print; the work is elsewhere (pipeline/orchestrators/).
 
 Nothing here imports TensorFlow or TFX at module level, so `--help` and bad input
 answer at once; the heavy imports happen only once a run is about to start.
 """
 import argparse
+import functools
 import os
 import sys
-import warnings
-from typing import List, Optional
+from typing import Optional
 
-from models.settings import CELLS, PRECISIONS
+from components.text_records import CorpusError
+from models.settings import CELLS, DEFAULT_SAMPLING, PRECISIONS
 from pipeline import configs
-from pipeline.errors import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_FAILED, CliError
+from pipeline.errors import EXIT_BUSY, EXIT_FAILED, CliError
 
 # flag → (section, setting, type); the one mapping between flags and the config object.
 RUN_FLAGS = {
@@ -177,18 +178,22 @@ def _add_compile_parser(sub) -> None:
     p.set_defaults(func=cmd_compile)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="textgen",
-        description="Raw text → TFX pipeline → character-level RNN generator served by "
-                    "TensorFlow Serving.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_run_parser(sub)
-    _add_runs_parser(sub)
-    _add_compile_parser(sub)
-    from serving import cli as serving_cli  # `serve` and `generate`; imports no TensorFlow
-    serving_cli.add_parsers(sub)
-    return parser
+def add_parsers(subparsers) -> None:
+    _add_run_parser(subparsers)
+    _add_runs_parser(subparsers)
+    _add_compile_parser(subparsers)
+
+
+def _bad_input_is_cli_error(command):
+    """A subcommand whose bad settings or corpus (ConfigError, CorpusError) end as the
+    command line's CliError: one line, exit code 2."""
+    @functools.wraps(command)
+    def run(args) -> int:
+        try:
+            return command(args)
+        except (configs.ConfigError, CorpusError) as err:
+            raise CliError(str(err)) from None
+    return run
 
 
 def config_from_args(args, preset: Optional[str] = None) -> configs.Config:
@@ -207,6 +212,7 @@ def config_from_args(args, preset: Optional[str] = None) -> configs.Config:
     return config.validate()
 
 
+@_bad_input_is_cli_error
 def cmd_run(args) -> int:
     import models
     models.train_with_onednn()  # before the imports below load TensorFlow
@@ -227,13 +233,15 @@ def cmd_run(args) -> int:
                                  result.bound_reason, config.eval.max_regression,
                                  result.log_path))
     if result.samples:
-        print(f"\nsample from {result.sample_model} (temperature 0.8):\n" + "-" * 60)
+        print(f"\nsample from {result.sample_model} (temperature "
+              f"{DEFAULT_SAMPLING.temperature:g}):\n" + "-" * 60)
         print("".join(result.samples))  # one sample, or one line per prompt in lines mode
         print("-" * 60)
     print(f"wall time: {result.seconds:.0f} s")
     return 0
 
 
+@_bad_input_is_cli_error
 def cmd_runs(args) -> int:
     from pipeline import logs, runs
     config = configs.load(args.config) if args.config else configs.Config()
@@ -247,6 +255,7 @@ def cmd_runs(args) -> int:
     return 0
 
 
+@_bad_input_is_cli_error
 def cmd_compile(args) -> int:
     config = config_from_args(args)
     if args.image:
@@ -259,18 +268,3 @@ def cmd_compile(args) -> int:
           f"image {config.vertex.image}")
     return 0
 
-
-def main(argv: Optional[List[str]] = None) -> int:
-    # google-cloud libraries warn about Python versions on import: not the user's business.
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    args = build_parser().parse_args(argv)
-    from components.text_records import CorpusError
-    try:
-        return args.func(args)
-    except (CliError, configs.ConfigError, CorpusError) as err:
-        print(f"textgen: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-
-
-if __name__ == "__main__":
-    sys.exit(main())

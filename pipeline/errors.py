@@ -1,7 +1,9 @@
 """The command line's error type and exit codes, owned here once for every subcommand.
 
-pipeline/cli.py catches CliError and serving/cli.py raises it; neither imports the other
-for it, so importing either module alone pulls in no cycle.
+The subcommands (pipeline/cli.py, serving/cli.py) raise CliError for bad input, and
+textgen_cli.py, which dispatches to them, prints it and exits 2. TensorFlow-free and
+importing nothing, so that serving/cli.py can take it without the rest of the pipeline:
+the one import from `serving` into `pipeline` (tests/test_imports.py keeps it so).
 """
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2

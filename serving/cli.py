@@ -1,4 +1,4 @@
-"""`textgen serve` and `textgen generate`.
+"""`textgen serve` and `textgen generate` (textgen_cli.py dispatches to them).
 
 Nothing here imports TensorFlow or gRPC at module level (`textgen --help` stays instant);
 `serve` loads TensorFlow when it starts, `generate --server/--rest` never does.

@@ -24,8 +24,8 @@ import pytest
 from absl import logging as absl_logging
 
 from components import names, pusher
+import textgen_cli
 from conftest import REPO
-from pipeline import cli
 from test_pipeline_e2e import make_corpus
 
 DAG_FILE = os.path.join(REPO, "deploy", "airflow", "textgen_dag.py")
@@ -239,14 +239,14 @@ def test_textgen_runs_lists_the_dags_runs(installed, airflow, ticks, capsys):
     absl_logging.set_verbosity(absl_logging.INFO)
     config = str(airflow.tmp / "daily.toml")
     try:
-        assert cli.main(["runs", "--config", config]) == 0
+        assert textgen_cli.main(["runs", "--config", config]) == 0
         table = capsys.readouterr().out.splitlines()
-        assert cli.main(["runs", "--config", config, "-v"]) == 0
+        assert textgen_cli.main(["runs", "--config", config, "-v"]) == 0
         verbose = capsys.readouterr().out
     finally:
         logging.getLogger().removeHandler(stdout_handler)
         absl_logging.set_verbosity(verbosity)
     assert table[0].split()[:3] == ["started", "span", "trainer"] and len(table) == 7, table
     assert "MetadataStore" in verbose
-    assert cli.main(["runs", "--pipeline-root", root, "--json", "--last", "1"]) == 0
+    assert textgen_cli.main(["runs", "--pipeline-root", root, "--json", "--last", "1"]) == 0
     assert [r["span"] for r in json.loads(capsys.readouterr().out)] == ["2-3"]

@@ -6,6 +6,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline import cli, configs
+import textgen_cli
 
 BEAM_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "deploy", "beam")
@@ -34,8 +35,8 @@ def test_flags_come_after_the_config_file(tmp_path):
     path = tmp_path / "multi.toml"
     path.write_text('[run]\nbeam_args = ["--direct_running_mode=multi_processing", '
                     '"--direct_num_workers=2"]\n')
-    args = cli.build_parser().parse_args(["run", "--config", str(path),
-                                          "--beam-arg=--direct_num_workers=4"])
+    args = textgen_cli.build_parser().parse_args(["run", "--config", str(path),
+                                                  "--beam-arg=--direct_num_workers=4"])
     config = cli.config_from_args(args)
     assert config.run.beam_args == ["--direct_running_mode=multi_processing",
                                     "--direct_num_workers=2", "--direct_num_workers=4"]

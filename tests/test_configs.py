@@ -3,6 +3,7 @@ import pytest
 
 from pipeline import cli, configs
 from pipeline.configs import ConfigError
+import textgen_cli
 
 
 def test_data_defaults_are_the_tutorials():
@@ -56,7 +57,7 @@ def test_unreadable_or_broken_config_file(tmp_path):
 
 
 def test_cli_flags_map_onto_the_config():
-    args = cli.build_parser().parse_args(
+    args = textgen_cli.build_parser().parse_args(
         ["run", "--epochs", "2", "--cell", "lstm", "--max-perplexity", "9.5",
          "--beam-arg=--direct_num_workers=2"])
     config = cli.config_from_args(args)
@@ -66,9 +67,9 @@ def test_cli_flags_map_onto_the_config():
 
 
 def test_cli_bad_input_exits_2_before_any_work(tmp_path, capsys):
-    assert cli.main(["run", "--data", str(tmp_path / "none.txt")]) == 2
+    assert textgen_cli.main(["run", "--data", str(tmp_path / "none.txt")]) == 2
     assert "no such file" in capsys.readouterr().err
-    assert cli.main(["run", "--data", str(tmp_path), "--epochs", "-1"]) == 2
+    assert textgen_cli.main(["run", "--data", str(tmp_path), "--epochs", "-1"]) == 2
     assert "--epochs" in capsys.readouterr().err
 
 
@@ -101,13 +102,14 @@ def test_a_gpu_is_seen_from_the_driver_unless_cuda_visible_devices_hides_it(
 
 def test_run_takes_the_auto_preset_under_the_flags_and_compile_the_default(monkeypatch):
     monkeypatch.setattr(configs, "choose_preset", lambda: ("fast", "auto: test"))
-    args = cli.build_parser().parse_args(["run", "--dropout", "0.1"])
+    args = textgen_cli.build_parser().parse_args(["run", "--dropout", "0.1"])
     assert args.preset == "auto" and configs.resolve_preset(args.preset) == ("fast", "auto: test")
     config = cli.config_from_args(args)
     assert (config.model.cell, config.model.rnn_units, config.model.dropout) == ("gru", 768, 0.1)
-    tutorial = cli.config_from_args(cli.build_parser().parse_args(["run", "--preset", "tutorial"]))
+    tutorial = cli.config_from_args(
+        textgen_cli.build_parser().parse_args(["run", "--preset", "tutorial"]))
     assert tutorial == configs.load(preset="tutorial")
-    compile_args = cli.build_parser().parse_args(["compile", "--target", "vertex"])
+    compile_args = textgen_cli.build_parser().parse_args(["compile", "--target", "vertex"])
     assert cli.config_from_args(compile_args) == configs.Config()
     with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["compile", "--target", "vertex", "--preset", "auto"])
+        textgen_cli.build_parser().parse_args(["compile", "--target", "vertex", "--preset", "auto"])

@@ -9,7 +9,8 @@ import textwrap
 import time
 
 from components import pusher
-from pipeline import cli, metadata
+from pipeline import metadata
+import textgen_cli
 from conftest import REPO
 
 TEXTGEN = os.path.join(os.path.dirname(sys.executable), "textgen")
@@ -71,7 +72,7 @@ def test_kill_9_during_training_then_rerun_resumes_and_pushes_once(tmp_path, cap
     # The re-run in this process (a new process all the same, to the killed one): what it
     # resumes from is on disk and in ML Metadata only.
     start = time.time()
-    assert cli.main(cmd[1:]) == 0, capsys.readouterr().err[-3000:]
+    assert textgen_cli.main(cmd[1:]) == 0, capsys.readouterr().err[-3000:]
     rerun_dir = run_dirs(root)[-1]
     resumed = sorted(int(name[len("epoch-"):-len(".weights.h5")])
                      for name in os.listdir(os.path.join(rerun_dir, "checkpoints")))

@@ -13,10 +13,12 @@ import pytest
 from conftest import REPO
 
 PACKAGES = ("components", "models", "pipeline", "serving", "bench")
+# `textgen`'s command line, above the packages: it dispatches to pipeline's and serving's.
+TOP_LEVEL_MODULES = ("textgen_cli",)
 
 
 def project_modules():
-    modules = {}
+    modules = {name: os.path.join(REPO, name + ".py") for name in TOP_LEVEL_MODULES}
     for package in PACKAGES:
         for folder, _, files in os.walk(os.path.join(REPO, package)):
             for name in files:
@@ -83,13 +85,40 @@ def test_the_cycle_finder_finds_a_deferred_import_cycle():
 
 def test_no_import_cycle_among_the_project_modules():
     modules = project_modules()
-    assert {"pipeline.cli", "serving.cli", "models.export"} <= set(modules)
+    assert {"textgen_cli", "pipeline.cli", "serving.cli", "models.export"} <= set(modules)
     assert cycles(import_graph(modules)) == []
+
+
+def _imports_between(graph, importer, imported):
+    """(module, target) for every import from package `importer` into package `imported`."""
+    return sorted((module, target) for module, targets in graph.items()
+                  if module.split(".")[0] == importer
+                  for target in targets if target.split(".")[0] == imported)
+
+
+def test_pipeline_never_imports_serving_and_serving_takes_only_the_cli_errors():
+    """`textgen` dispatches to both from textgen_cli.py: a pipeline run (and a Beam or
+    Airflow worker) never loads the server, and serving takes from the pipeline only the
+    command line's error type and exit codes."""
+    graph = import_graph(project_modules())
+    assert _imports_between(graph, "pipeline", "serving") == []
+    assert {target for _, target in _imports_between(graph, "serving", "pipeline")} <= {
+        "pipeline.errors"}
+    assert graph["textgen_cli"] >= {"pipeline.cli", "serving.cli"}
+    assert [module for module, targets in graph.items() if "textgen_cli" in targets] == []
+
+
+def test_the_layering_check_sees_a_pipeline_module_importing_serving():
+    graph = {"pipeline.cli": {"pipeline.configs"}, "pipeline.summary": {"serving.client"},
+             "serving.cli": {"pipeline.errors"}}
+    assert _imports_between(graph, "pipeline", "serving") == [
+        ("pipeline.summary", "serving.client")]
 
 
 # (module, must it stay free of TensorFlow?) `textgen --help`, `textgen runs`, the
 # clients and the Airflow DAG file answer without loading it.
-ALONE = [("models.export", False), ("models.trainer", False), ("serving.cli", True), ("pipeline.cli", True),
+ALONE = [("models.export", False), ("models.trainer", False), ("textgen_cli", True),
+         ("serving.cli", True), ("pipeline.cli", True),
          ("pipeline.runs", True), ("pipeline.records", True), ("components.names", True),
          ("pipeline.orchestrators.local", True), ("pipeline.summary", True),
          # Airflow imports the DAG file within 30 s: TFX and TensorFlow load in its task.
@@ -125,13 +154,13 @@ def test_textgen_run_turns_onednn_on_before_tensorflow_loads_unless_the_user_cho
     # The run itself is replaced: what matters is the environment it would start with.
     script = (
         "import os, sys\n"
-        "from pipeline import cli\n"
+        "import textgen_cli\n"
         "from pipeline.orchestrators import local\n"
         "def run(config, preset, verbose):\n"
         "    print(os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset'), 'tensorflow' in sys.modules)\n"
         "    raise local.RunFailed('stopped by the test')\n"
         "local.run = run\n"
-        f"sys.exit(cli.main(['run', '--data', {str(corpus)!r}, "
+        f"sys.exit(textgen_cli.main(['run', '--data', {str(corpus)!r}, "
         f"'--pipeline-root', {str(tmp_path / 'root')!r}]))\n")
     env = _without("TF_ENABLE_ONEDNN_OPTS")
     if users_choice is not None:

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from pipeline import cli, configs, metadata
+from pipeline import configs, metadata
+import textgen_cli
 
 SERVER, INSTALL, CLIENT = "mariadbd", "mariadb-install-db", "mariadb"
 
@@ -115,13 +116,13 @@ def test_the_config_connects_ml_metadata_to_mysql(mariadb, tmp_path, monkeypatch
     store = metadata_store.MetadataStore(connection)
     store.put_context_type(metadata_store_pb2.ContextType(name="pipeline_run"))
     assert metadata.pipeline_runs(metadata.open_store("/unused", config.metadata)) == []
-    assert cli.main(["runs", "--config", _config_file(mariadb, tmp_path)]) == 0
+    assert textgen_cli.main(["runs", "--config", _config_file(mariadb, tmp_path)]) == 0
     assert "no runs recorded yet" in capsys.readouterr().out
 
 
 def test_a_wrong_password_is_a_clear_error(mariadb, tmp_path, capsys):
     path = _config_file(mariadb, tmp_path, 'mysql_password = "wrong"\nmysql_password_env = ""')
-    assert cli.main(["runs", "--config", path]) == 2
+    assert textgen_cli.main(["runs", "--config", path]) == 2
     err = capsys.readouterr().err
     assert f"mysql://textgen@{mariadb['host']}:{mariadb['port']}/textgen_mlmd" in err
     assert "[metadata]" in err
@@ -132,12 +133,13 @@ def test_a_pipeline_run_records_into_mysql(mariadb, tmp_path, monkeypatch, capsy
     monkeypatch.setenv("TEST_MLMD_PW", "s3cret")
     path = _config_file(mariadb, tmp_path)
     corpus = make_corpus(tmp_path / "corpus.txt")
-    code = cli.main(["run", "--config", path, "--data", corpus, "--max-perplexity", "200"] + TINY)
+    code = textgen_cli.main(["run", "--config", path, "--data", corpus, "--max-perplexity", "200"]
+                            + TINY)
     out = capsys.readouterr().out
     assert code == 0, out
     assert "blessed: yes" in out
     assert not (tmp_path / "root" / "metadata.sqlite").exists()
-    assert cli.main(["runs", "--config", path, "--json"]) == 0
+    assert textgen_cli.main(["runs", "--config", path, "--json"]) == 0
     import json
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 1 and rows[0]["blessed"] and rows[0]["trainer"] == "trained"

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from pipeline import cli
 from pipeline.configs import ConfigError
+import textgen_cli
 
 COMPONENTS = {"TextExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
               "Trainer", "Evaluator", "Pusher"}
@@ -29,8 +29,8 @@ def _compile(tmp_path, capsys, extra_config="", flags=()):
     config = tmp_path / "vertex.toml"
     config.write_text(REMOTE_CONFIG + extra_config)
     output = tmp_path / "pipeline.json"
-    code = cli.main(["compile", "--target", "vertex", "--config", str(config),
-                     "--output", str(output), *flags])
+    code = textgen_cli.main(["compile", "--target", "vertex", "--config", str(config),
+                             "--output", str(output), *flags])
     out = capsys.readouterr()
     assert code == 0, out.err
     with open(output, encoding="utf-8") as f:
@@ -92,8 +92,8 @@ def test_vertex_without_gpus_requests_none(tmp_path, capsys):
 def test_vertex_compile_refuses_what_it_cannot_run(tmp_path, capsys, old, new, named):
     config = tmp_path / "bad.toml"
     config.write_text((REMOTE_CONFIG + IMAGE).replace(old, new))
-    assert cli.main(["compile", "--target", "vertex", "--config", str(config),
-                     "--output", str(tmp_path / "p.json")]) == 2
+    assert textgen_cli.main(["compile", "--target", "vertex", "--config", str(config),
+                             "--output", str(tmp_path / "p.json")]) == 2
     assert named in capsys.readouterr().err
     assert not (tmp_path / "p.json").exists()
 

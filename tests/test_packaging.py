@@ -17,12 +17,14 @@ from test_pipeline_e2e import TINY, check_reported_perplexity, make_corpus
 from test_reliability_load import ServeProcess
 
 PACKAGES = ("components", "models", "pipeline", "serving")
+MODULES = ("textgen_cli.py",)  # top-level modules beside the packages: the command line
 MULTI_PROCESSING = os.path.join(REPO, "deploy", "beam", "direct-multiprocessing.toml")
 
 
 def _tree_files():
-    """What the package needs at run time: every module and preset under the packages."""
-    found = set()
+    """What the package needs at run time: every module and preset under the packages,
+    and the top-level modules."""
+    found = set(MODULES)
     for package in PACKAGES:
         for folder, _, files in os.walk(os.path.join(REPO, package)):
             if "__pycache__" in folder:
@@ -35,7 +37,7 @@ def _tree_files():
 def test_wheel_and_sdist_hold_every_module_and_preset(installed):
     expected = _tree_files()
     assert "pipeline/presets/quality.toml" in expected
-    assert "pipeline/orchestrators/airflow_dag.py" in expected
+    assert "pipeline/orchestrators/airflow_dag.py" in expected and "textgen_cli.py" in expected
     with zipfile.ZipFile(installed.wheel) as wheel:
         assert expected <= set(wheel.namelist()), expected - set(wheel.namelist())
         [metadata] = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]

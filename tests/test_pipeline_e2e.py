@@ -21,7 +21,8 @@ import sys
 import pytest
 
 from components import pusher
-from pipeline import cli, metadata, pipeline as pipeline_lib, summary as summary_lib
+from pipeline import metadata, pipeline as pipeline_lib, summary as summary_lib
+import textgen_cli
 from conftest import REPO, call_signatures_in_fresh_process
 
 WORDS = ("to be or not that is the question whether tis nobler in mind suffer slings and "
@@ -53,11 +54,11 @@ def run_cli(argv, root, serving, capsys, code_dir=None):
     """`textgen` in-process, or in a subprocess importing the code in code_dir: exit code,
     printed summary, its JSON form, served versions."""
     if code_dir is None:
-        code = cli.main(argv)
+        code = textgen_cli.main(argv)
         out = capsys.readouterr().out
     else:
         result = subprocess.run(
-            [sys.executable, "-c", "import sys; from pipeline.cli import main; "
+            [sys.executable, "-c", "import sys; from textgen_cli import main; "
              "sys.exit(main(sys.argv[1:]))", *argv], cwd=code_dir, capture_output=True,
             text=True, timeout=1800, env={**os.environ, "PYTHONPATH": code_dir})
         code, out = result.returncode, result.stdout + result.stderr[-3000:]
@@ -204,6 +205,7 @@ def copy_of_the_code(destination):
     for package in ("components", "models", "pipeline", "serving"):
         shutil.copytree(os.path.join(REPO, package), os.path.join(destination, package),
                         ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(os.path.join(REPO, "textgen_cli.py"), destination)  # the command line
     return str(destination)
 
 

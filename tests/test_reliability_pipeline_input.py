@@ -11,6 +11,7 @@ import pytest
 from components import text_records
 from components.text_records import CorpusError
 from pipeline import cli, corpus
+import textgen_cli
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(200))
@@ -34,8 +35,8 @@ def run_textgen(tmp_path, capsys):
 
     def run(*args):
         before = tree(serving)
-        code = cli.main(["run", "--pipeline-root", str(root), "--serving-dir", str(serving),
-                         *args])
+        code = textgen_cli.main(["run", "--pipeline-root", str(root), "--serving-dir",
+                                 str(serving), *args])
         assert tree(root) is None, "a pipeline root was created for bad input"
         assert tree(serving) == before, "the serving directory changed"
         return code, capsys.readouterr().err
@@ -128,7 +129,7 @@ def test_encoding_errors_replace_goes_on(tmp_path):
     info = corpus.check(path, "stream", 100, 0.1, encoding_errors="replace")
     assert info.chars == len(TEXT) + len("caf\ufffd\n")
     assert info.distinct_chars == len(set(TEXT + "caf\ufffd"))
-    args = cli.build_parser().parse_args(["run", "--encoding-errors", "replace"])
+    args = textgen_cli.build_parser().parse_args(["run", "--encoding-errors", "replace"])
     assert cli.config_from_args(args).data.encoding_errors == "replace"
 
 
@@ -181,8 +182,8 @@ def test_bad_config_files_exit_2_with_one_line(tmp_path, run_textgen, name, cont
 
 def test_unknown_mode_flag_is_refused_by_the_parser_naming_the_flag(tmp_path, capsys):
     with pytest.raises(SystemExit) as caught:
-        cli.main(["run", "--data", write(tmp_path / "ok.txt", TEXT), "--mode", "words",
-                  "--pipeline-root", str(tmp_path / "root")])
+        textgen_cli.main(["run", "--data", write(tmp_path / "ok.txt", TEXT), "--mode", "words",
+                          "--pipeline-root", str(tmp_path / "root")])
     assert caught.value.code == 2
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "argument --mode: invalid choice: 'words'" in last_line

@@ -7,6 +7,7 @@ import pytest
 
 from pipeline import cli
 from pipeline.lock import LOCK_NAME, LockBusy, PipelineLock, holder_of
+import textgen_cli
 
 HOLD = r"""
 import sys, time
@@ -85,8 +86,8 @@ def test_the_lock_dies_with_its_holder(tmp_path):
 def test_cli_exits_75_with_a_clear_message_before_any_work(holder, tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("to be or not to be, that is the question. " * 40)
-    code = cli.main(["run", "--data", str(corpus), "--pipeline-root", holder["root"],
-                     "--serving-dir", str(tmp_path / "serving"), "--seq-length", "20"])
+    code = textgen_cli.main(["run", "--data", str(corpus), "--pipeline-root", holder["root"],
+                             "--serving-dir", str(tmp_path / "serving"), "--seq-length", "20"])
     err = capsys.readouterr().err
     assert code == cli.EXIT_BUSY == 75
     assert "is in use by another textgen run" in err and f"pid {holder['pid']}" in err
@@ -95,5 +96,5 @@ def test_cli_exits_75_with_a_clear_message_before_any_work(holder, tmp_path, cap
 
 
 def test_lock_timeout_must_not_be_negative(capsys):
-    assert cli.main(["run", "--lock-timeout", "-1"]) == 2
+    assert textgen_cli.main(["run", "--lock-timeout", "-1"]) == 2
     assert "run.lock_timeout" in capsys.readouterr().err

@@ -16,10 +16,10 @@ import urllib.request
 import numpy as np
 import pytest
 
-from pipeline import cli
 from serving.client import GrpcClient, InProcessClient, RestClient, resolve_model_dir, step_seed
 from serving.errors import ServingError
 from serving.server import Server
+import textgen_cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -149,8 +149,8 @@ def test_model_dir_resolution(tmp_path, tiny_model_dir):
 
 def test_clients_and_help_do_not_import_tensorflow():
     script = ("import sys\n"
-              "from pipeline import cli\n"
-              "cli.build_parser()\n"
+              "import textgen_cli\n"
+              "textgen_cli.build_parser()\n"
               "assert not {'tensorflow', 'grpc'} & set(sys.modules), 'help imports too much'\n"
               "from serving.client import GrpcClient, RestClient\n"
               "GrpcClient('127.0.0.1:1').close()\n"
@@ -163,7 +163,7 @@ def test_clients_and_help_do_not_import_tensorflow():
 # --- textgen generate -----------------------------------------------------------------------
 
 def run_cli(capsys, *argv):
-    code = cli.main(list(argv))
+    code = textgen_cli.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
