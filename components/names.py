@@ -16,9 +16,10 @@ TRANSFORM = "Transform"
 TRAINER = "Trainer"
 BASELINE_RESOLVER = "latest_blessed_model_resolver"
 EVALUATOR = "Evaluator"
+INFRA_VALIDATOR = "InfraValidator"
 PUSHER = "Pusher"
 NODE_ORDER = (EXAMPLE_GEN, SPAN_RESOLVER, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR,
-              TRANSFORM, TRAINER, BASELINE_RESOLVER, EVALUATOR, PUSHER)
+              TRANSFORM, TRAINER, BASELINE_RESOLVER, EVALUATOR, INFRA_VALIDATOR, PUSHER)
 
 # Input and output keys of TFX's component specs.
 EXAMPLES = "examples"
@@ -28,6 +29,7 @@ MODEL_RUN = "model_run"
 BASELINE_MODEL = "baseline_model"
 EVALUATION = "evaluation"
 BLESSING = "blessing"
+INFRA_BLESSING = "infra_blessing"
 PUSHED_MODEL = "pushed_model"
 
 # The splits the text ExampleGen writes.
@@ -51,11 +53,15 @@ def chars_property(split: str) -> str:
     return f"{split}_chars"
 
 
-# ModelBlessing: TFX's Evaluator sets it to 1 or 0.
+# ModelBlessing: TFX's Evaluator sets it to 1 or 0; so does the InfraValidator on its
+# InfraBlessing, with why not and the latency it measured (components/infra_validator.py).
 BLESSED = "blessed"
+REASON = "reason"
+LATENCY_MS = "generate_latency_ms"
 # Evaluation: each metric under its own name for the candidate, with this prefix for the
 # baseline (components/evaluator.py).
 BASELINE_PREFIX = "baseline_"
 PERPLEXITY = "perplexity"  # models/metrics.py's metric name (that module loads TFMA)
 # PushedModel (components/pusher.py).
 PUSHED, PUSHED_DESTINATION, PUSHED_VERSION = "pushed", "pushed_destination", "pushed_version"
+NOT_PUSHED_BECAUSE = "not_pushed_because"

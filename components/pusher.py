@@ -166,11 +166,14 @@ class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict, output_dict, exec_properties):
         model = artifact_utils.get_single_instance(input_dict[names.MODEL])
         blessing = artifact_utils.get_single_instance(input_dict[MODEL_BLESSING])
+        infra = input_dict.get(names.INFRA_BLESSING)  # absent: no infra validation wired
         pushed = artifact_utils.get_single_instance(output_dict[names.PUSHED_MODEL])
         serving_dir = exec_properties["serving_dir"]
-        if not blessing.get_int_custom_property(names.BLESSED):
-            logger.info("model %s is not blessed: not pushed", model.uri)
+        refused = refusal(blessing, artifact_utils.get_single_instance(infra) if infra else None)
+        if refused:
+            logger.info("model %s not pushed: %s", model.uri, refused)
             pushed.set_int_custom_property(names.PUSHED, 0)
+            pushed.set_string_custom_property(names.NOT_PUSHED_BECAUSE, refused)
             return
         result = push(path_utils.serving_model_path(model.uri), serving_dir,
                       {"model_uri": model.uri, "model_id": model.id})
@@ -185,23 +188,38 @@ class Executor(base_executor.BaseExecutor):
                         result["version"])
 
 
+def refusal(blessing, infra_blessing) -> str:
+    """Why a model must not be pushed ("" when it may): the Evaluator did not bless it, or
+    it failed infra validation (the InfraValidator's reason)."""
+    if not blessing.get_int_custom_property(names.BLESSED):
+        return "the Evaluator did not bless it"
+    if infra_blessing is not None and not infra_blessing.get_int_custom_property(names.BLESSED):
+        reason = infra_blessing.get_string_custom_property(names.REASON)
+        return f"infra validation failed: {reason or 'see the InfraValidator output'}"
+    return ""
+
+
 class PusherSpec(types.ComponentSpec):
     PARAMETERS = {"serving_dir": ExecutionParameter(type=str)}
     INPUTS = {
         names.MODEL: ChannelParameter(type=standard_artifacts.Model),
         MODEL_BLESSING: ChannelParameter(type=standard_artifacts.ModelBlessing),
+        names.INFRA_BLESSING: ChannelParameter(type=standard_artifacts.InfraBlessing,
+                                               optional=True),
     }
     OUTPUTS = {names.PUSHED_MODEL: ChannelParameter(type=standard_artifacts.PushedModel)}
 
 
 class Pusher(base_component.BaseComponent):
-    """Pushes blessed models to `serving_dir` in TF Serving's <version>/ layout."""
+    """Pushes blessed (and, given an infra_blessing, infra-validated) models to
+    `serving_dir` in TF Serving's <version>/ layout."""
 
     SPEC_CLASS = PusherSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
     def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
-                 serving_dir: str):
+                 serving_dir: str, infra_blessing: Optional[types.BaseChannel] = None):
         super().__init__(spec=PusherSpec(
-            model=model, model_blessing=model_blessing, serving_dir=serving_dir,
+            model=model, model_blessing=model_blessing, infra_blessing=infra_blessing,
+            serving_dir=serving_dir,
             pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

@@ -12,7 +12,7 @@ from typing import List
 import tensorflow as tf
 import tf_keras
 
-from models import features, model as char_model, sampling, warm_start
+from models import features, model as char_model, sampling, warm_start, warmup
 from models.settings import SAMPLING_RULES
 
 # Upper bound on prompt characters the graph accepts per row; beyond it the client
@@ -310,9 +310,12 @@ def signatures(generator: Generator):
 
 
 def save(keras_model: tf_keras.Model, vocab: List[str], mode: str, export_dir: str) -> Generator:
-    """Writes the servable SavedModel (float32 at every signature input and output), and
-    beside it the vocabulary and shape a later training needs to warm start from it."""
+    """Writes the servable SavedModel (float32 at every signature input and output) with
+    its warm-up requests, and beside it the vocabulary and shape a later training needs to
+    warm start from it."""
     generator = Generator(keras_model, vocab, mode)
     tf.saved_model.save(generator, export_dir, signatures=signatures(generator))
+    warmup.write(export_dir, warmup.prediction_logs(
+        warmup.inputs_by_signature(vocab, mode, generator.state_size)))
     warm_start.write_model_info(export_dir, vocab, mode, char_model.shape_of(keras_model))
     return generator

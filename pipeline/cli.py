@@ -46,6 +46,7 @@ RUN_FLAGS = {
     "--warm-start": ("train", "warm_start", bool),
     "--max-perplexity": ("eval", "max_perplexity", float),
     "--max-regression": ("eval", "max_regression", float),
+    "--max-latency-ms": ("infra", "max_latency_ms", float),
     "--pipeline-root": ("run", "pipeline_root", str),
     "--serving-dir": ("run", "serving_dir", str),
     "--sample-chars": ("run", "sample_chars", int),
@@ -93,6 +94,9 @@ FLAG_HELP = {
                         "this (default: the corpus' distinct characters, i.e. uniform guessing)",
     "--max-regression": "bless only a model no worse than the latest blessed one by more than "
                         "this fraction of its perplexity (0.01 = 1%%)",
+    "--max-latency-ms": "push only a model whose `generate` of infra.generate_chars characters, "
+                        "served in a process of its own, takes at most this many milliseconds "
+                        "(median of three; default: no bound)",
     "--pipeline-root": "directory for TFX's artifacts, ML Metadata (SQLite) and the run's log",
     "--serving-dir": "directory the Pusher publishes <version>/ SavedModels to (what `textgen "
                      "serve --model-dir` reads)",
@@ -115,8 +119,8 @@ def _add_config_flags(p, preset_default: str) -> None:
                    + ("; auto = default, or fast on a CPU without native bf16 (avx512_bf16, "
                       "amx_bf16)" if preset_default == "auto" else "")
                    + f" (default: {preset_default})")
-    p.add_argument("--config", help="TOML or YAML file with [data] [model] [train] [eval] [run] "
-                   "[metadata] [vertex] sections (see docs/scheduling.md); flags override it")
+    p.add_argument("--config", help="TOML or YAML file with [data] [model] [train] [eval] [infra] "
+                   "[run] [metadata] [vertex] sections (see docs/scheduling.md); flags override it")
     defaults = configs.Config()
     for flag, (section, name, kind) in RUN_FLAGS.items():
         default = getattr(getattr(defaults, section), name)

@@ -48,6 +48,18 @@ class EvalSettings:
 
 
 @dataclasses.dataclass
+class InfraSettings:
+    """Before a push, the candidate is served by `textgen serve` in a process of its own
+    and every signature queried (components/infra_validator.py): one that does not load
+    or answer within `timeout` seconds, or is slower than the bound, is not pushed."""
+    # Characters of the `generate` request whose latency is measured (median of three).
+    generate_chars: int = 100
+    # Milliseconds that `generate` may take at most; None: measured, not bounded.
+    max_latency_ms: Optional[float] = None
+    timeout: float = 300.0
+
+
+@dataclasses.dataclass
 class RunSettings:
     pipeline_name: str = "textgen"
     pipeline_root: str = "tfx_root"
@@ -96,6 +108,7 @@ class Config:
     model: ModelSettings = dataclasses.field(default_factory=ModelSettings)
     train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
     eval: EvalSettings = dataclasses.field(default_factory=EvalSettings)
+    infra: InfraSettings = dataclasses.field(default_factory=InfraSettings)
     run: RunSettings = dataclasses.field(default_factory=RunSettings)
     metadata: MetadataSettings = dataclasses.field(default_factory=MetadataSettings)
     vertex: VertexSettings = dataclasses.field(default_factory=VertexSettings)
@@ -185,6 +198,14 @@ class Config:
         _positive_int("data.span_count (--span-count)", d.span_count)
         _check(isinstance(t.warm_start, bool), "train.warm_start (--warm-start)", t.warm_start,
                "must be true or false")
+        infra = self.infra
+        _positive_int("infra.generate_chars", infra.generate_chars)
+        if infra.max_latency_ms is not None:
+            _check(_is_number(infra.max_latency_ms) and infra.max_latency_ms > 0,
+                   "infra.max_latency_ms (--max-latency-ms)", infra.max_latency_ms,
+                   "must be > 0 milliseconds (leave it out for no bound)")
+        _check(_is_number(infra.timeout) and infra.timeout > 0, "infra.timeout", infra.timeout,
+               "must be > 0 seconds")
         r, md, vx = self.run, self.metadata, self.vertex
         _check(isinstance(r.beam_args, list) and all(isinstance(a, str) for a in r.beam_args),
                "run.beam_args (--beam-arg)", r.beam_args,

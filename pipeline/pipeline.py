@@ -8,8 +8,10 @@
        │            Trainer                     (models.trainer.run_fn)
        │               │
        └──→ Evaluator ← latest blessed model    (the newest span's eval split: perplexity
-                       │                         bound, no regression)
-                    Pusher                      (<serving_dir>/<version>/, atomic)
+               │       │                         bound, no regression)
+               │  InfraValidator                (the model served by `textgen serve` in a
+               │       │                         process of its own: loads, answers, fast)
+               └──→ Pusher                      (<serving_dir>/<version>/, atomic)
 
 Where the last N spans come from is chosen here, by create_pipeline's resolve_spans: a
 Resolver (local runs, Airflow), or the ExampleGen reading them all again on every run
@@ -25,6 +27,7 @@ from tfx import v1 as tfx
 
 from components import names
 from components.evaluator import Evaluator
+from components.infra_validator import InfraValidator
 from components.pusher import Pusher
 from components.span_resolver import span_resolver
 from components.text_example_gen import text_example_gen
@@ -149,15 +152,21 @@ def create_pipeline(config: Config, input_base: str, input_pattern: str, max_per
         eval_config=eval_config(max_perplexity, config.eval.max_regression)
     ).with_id(names.EVALUATOR)
 
+    infra_validator = InfraValidator(
+        model=trainer.outputs[names.MODEL], generate_chars=config.infra.generate_chars,
+        max_latency_ms=config.infra.max_latency_ms, timeout=config.infra.timeout,
+    ).with_id(names.INFRA_VALIDATOR)
+
     pusher = Pusher(model=trainer.outputs[names.MODEL],
                     model_blessing=evaluator.outputs[names.BLESSING],
+                    infra_blessing=infra_validator.outputs[names.BLESSING],
                     serving_dir=serving_dir).with_id(names.PUSHER)
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.run.pipeline_name,
         pipeline_root=pipeline_root,
         components=[example_gen, *range_nodes, statistics_gen, schema_gen, example_validator,
-                    transform, trainer, baseline_resolver, evaluator, pusher],
+                    transform, trainer, baseline_resolver, evaluator, infra_validator, pusher],
         enable_cache=True,
         metadata_connection_config=metadata_connection,
         beam_pipeline_args=beam_args(config, extra_beam_args),

@@ -3,8 +3,9 @@ of `textgen runs` (pipeline/runs.py) and as the run summary (pipeline/summary.py
 
 Reads only ML Metadata (no TFX, no TensorFlow): node states and times, the spans and
 split sizes on the examples artifacts trained on, the perplexities the Evaluator
-copied onto its evaluation artifact (components/evaluator.py), blessing, and the
-serving versions from the Pusher's output.
+copied onto its evaluation artifact (components/evaluator.py), blessing, infra
+validation (components/infra_validator.py), and the serving versions from the Pusher's
+output, or why it pushed nothing.
 """
 import dataclasses
 import datetime
@@ -35,7 +36,10 @@ class RunRecord:
     baseline_model_uri: Optional[str] = None
     baseline_version: Optional[str] = None  # the serving version of the baseline model
     blessed: Optional[bool] = None
+    infra_blessed: Optional[bool] = None  # the candidate loaded and answered when served
+    generate_latency_ms: Optional[float] = None  # the InfraValidator's measure
     pushed: Optional[bool] = None  # False also when the model was already served
+    not_pushed_because: Optional[str] = None  # why the Pusher refused it
     pushed_version: Optional[str] = None  # the version pushed, or already serving it
     pushed_path: Optional[str] = None
 
@@ -107,8 +111,13 @@ def _describe(context, nodes: Dict[str, metadata.NodeRun]) -> RunRecord:
     blessing = output(names.EVALUATOR, names.BLESSING)
     if blessing is not None:
         record.blessed = bool(metadata.custom(blessing, names.BLESSED))
+    infra = output(names.INFRA_VALIDATOR, names.BLESSING)
+    if infra is not None:
+        record.infra_blessed = bool(metadata.custom(infra, names.BLESSED))
+        record.generate_latency_ms = metadata.custom(infra, names.LATENCY_MS)
     pushed = output(names.PUSHER, names.PUSHED_MODEL)
     if pushed is not None:
+        record.not_pushed_because = metadata.custom(pushed, names.NOT_PUSHED_BECAUSE) or None
         record.pushed = bool(metadata.custom(pushed, names.PUSHED))
         record.pushed_version = metadata.custom(pushed, names.PUSHED_VERSION) or None
         record.pushed_path = metadata.custom(pushed, names.PUSHED_DESTINATION) or None

@@ -10,8 +10,8 @@ from components import names
 from pipeline import metadata, records
 
 COLUMNS = [("started", 19), ("span", 6), ("trainer", 8), ("perplexity", 10),
-           ("baseline_ppl", 12), ("blessed", 7), ("pushed", 11), ("baseline", 10),
-           ("state", 8)]
+           ("baseline_ppl", 12), ("blessed", 7), ("served_ok", 9), ("pushed", 11),
+           ("baseline", 10), ("state", 8)]
 
 
 def row(record: records.RunRecord) -> Dict[str, Any]:
@@ -22,8 +22,10 @@ def row(record: records.RunRecord) -> Dict[str, Any]:
         "trainer": record.trainer,
         "perplexity": (record.eval or {}).get(names.PERPLEXITY),
         "baseline_perplexity": (record.baseline_eval or {}).get(names.PERPLEXITY),
-        "blessed": record.blessed, "pushed_version": pushed,
+        "blessed": record.blessed, "infra_validated": record.infra_blessed,
+        "generate_latency_ms": record.generate_latency_ms, "pushed_version": pushed,
         "already_served_as": None if record.pushed else record.pushed_version,
+        "not_pushed_because": record.not_pushed_because,
         "baseline_version": record.baseline_version, "state": record.state,
     }
 
@@ -52,10 +54,15 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
             f"={r['already_served_as']}" if r["already_served_as"] else "-"
         cells = [r["started"], _cell(r["span"]), _cell(r["trainer"]),
                  _cell(r["perplexity"], "{:.3f}"), _cell(r["baseline_perplexity"], "{:.3f}"),
-                 _cell(r["blessed"]), pushed, _cell(r["baseline_version"]), r["state"]]
+                 _cell(r["blessed"]), _cell(r["infra_validated"]), pushed,
+                 _cell(r["baseline_version"]), r["state"]]
         lines.append("  ".join(str(c).ljust(w) for c, (_, w) in zip(cells, COLUMNS)).rstrip())
-    lines.append("pushed: the version this run pushed; =V: its model was already served as V. "
-                 "baseline: the version the candidate was compared against.")
+        if r["not_pushed_because"]:
+            lines.append(f"{'':19}  not pushed: {r['not_pushed_because']}")
+    lines.append("served_ok: the candidate loaded and answered in a serving process of its own "
+                 "(InfraValidator). pushed: the version this run pushed; =V: its model was "
+                 "already served as V. baseline: the version the candidate was compared "
+                 "against.")
     return "\n".join(lines)
 
 

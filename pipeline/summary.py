@@ -143,11 +143,18 @@ def format_summary(s: Dict[str, Any], corpus=None, bound: Optional[float] = None
     else:
         reasons = "; ".join(s.get("not_blessed_because") or []) or "see the Evaluator's output"
         lines.append(f"blessed: NO ({reasons})")
+    if s.get("infra_blessed") is not None:
+        latency = s.get("generate_latency_ms")
+        measured = "" if latency is None else f"; generate latency {latency:.1f} ms"
+        verdict = "passed" if s["infra_blessed"] else "FAILED"
+        lines.append(f"infra validation (served in a process of its own): {verdict}{measured}")
     if s.get("pushed"):
         lines.append(f"pushed: version {s['pushed_version']} → {s['pushed_path']}")
     elif s.get("blessed") and s.get("pushed_version"):
         lines.append(f"pushed: nothing new (this model is already served as version "
                      f"{s['pushed_version']}, {s['pushed_path']})")
+    elif s.get("not_pushed_because"):
+        lines.append(f"pushed: nothing ({s['not_pushed_because']})")
     else:
         lines.append("pushed: nothing")
     lines.append("components (state, seconds from ML Metadata):")

@@ -39,7 +39,7 @@ def _import_without_tensorflow_init(names):
 
 
 (types_pb2, tensor_pb2, meta_graph_pb2, saved_model_pb2, example_pb2, model_pb2, predict_pb2,
- get_model_metadata_pb2, get_model_status_pb2, prediction_service_pb2_grpc,
+ prediction_log_pb2, get_model_metadata_pb2, get_model_status_pb2, prediction_service_pb2_grpc,
  model_service_pb2_grpc) = _import_without_tensorflow_init([
      "tensorflow.core.framework.types_pb2",
      "tensorflow.core.framework.tensor_pb2",
@@ -48,6 +48,7 @@ def _import_without_tensorflow_init(names):
      "tensorflow.core.example.example_pb2",
      "tensorflow_serving.apis.model_pb2",
      "tensorflow_serving.apis.predict_pb2",
+     "tensorflow_serving.apis.prediction_log_pb2",
      "tensorflow_serving.apis.get_model_metadata_pb2",
      "tensorflow_serving.apis.get_model_status_pb2",
      "tensorflow_serving.apis.prediction_service_pb2_grpc",

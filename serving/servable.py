@@ -7,7 +7,7 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 
 from models import features
-from serving import protos, signatures, tf_cancellation
+from serving import protos, signatures, tf_cancellation, warmup
 from serving.batching import Batcher
 from serving.deadlines import CancelToken
 from serving.errors import ServingError, code_of
@@ -52,9 +52,13 @@ class Servable:
                     name=str(version))
 
     def _warm_up(self) -> None:
-        """Calls each signature once, as TF Serving's warm-up requests do: a signature's
-        first call builds and optimises its graph (about a second), which would otherwise
-        fall on the first requests after a new version takes over."""
+        """Runs the SavedModel's warm-up requests, as TF Serving does before a version
+        becomes AVAILABLE: a signature's first call builds and optimises its graph (about
+        a second), which would otherwise fall on the first requests after a new version
+        takes over. A failing warm-up request fails the load (ServingError). Exports
+        without the file (older ones) get one placeholder call per signature instead."""
+        if warmup.replay(self.path, lambda name, inputs: self.predict(name, inputs)):
+            return
         for name, signature_def in self.signature_defs.items():
             if name == signatures.INIT_OP_SIGNATURE:
                 continue

@@ -9,7 +9,7 @@ from pipeline.configs import ConfigError
 import textgen_cli
 
 COMPONENTS = {"TextExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
-              "Trainer", "Evaluator", "Pusher"}
+              "Trainer", "Evaluator", "InfraValidator", "Pusher"}
 
 REMOTE_CONFIG = """
 [data]
@@ -62,6 +62,7 @@ def test_vertex_definition_names_every_component(tmp_path, capsys):
     assert classes["TextExampleGen"] == "components.text_example_gen.TextExampleGenExecutor"
     assert classes["Evaluator"] == "components.evaluator.Executor"
     assert classes["Pusher"] == "components.pusher.Executor"
+    assert classes["InfraValidator"] == "components.infra_validator.Executor"
     # The Trainer, and only it, asks for GPUs.
     trainer = containers["Trainer"]["resources"]
     assert trainer["accelerator"] == {"count": "2", "type": "NVIDIA_TESLA_T4"}

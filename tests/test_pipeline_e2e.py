@@ -8,7 +8,10 @@ One module-scoped sequence of runs on one pipeline root (each costs up to a minu
   4. one line of models/ changed (in a copy of the code): the Trainer trains again;
      5. the same changed code again: cached;
   6-8. a worse candidate against the blessed baseline, max_regression just below and just
-     above its measured regression: refused, then blessed.
+     above its measured regression: refused, then blessed;
+  9. the first model again with a latency bound no model meets: blessed, not pushed;
+  10. a candidate whose warm-up request fails: it never loads in the serving process, so
+     it is not pushed.
 """
 import json
 import math
@@ -134,9 +137,12 @@ def test_first_run_executes_everything_blesses_and_pushes(runs, capsys):
     assert set(states(r["summary"])) == {
         "TextExampleGen", "span_range_resolver", "StatisticsGen", "SchemaGen",
         "ExampleValidator", "Transform", "Trainer", "latest_blessed_model_resolver",
-        "Evaluator", "Pusher"}
+        "Evaluator", "InfraValidator", "Pusher"}
     s = r["summary"]
     assert s["blessed"] and s["pushed"] and len(r["versions"]) == 1
+    # Served in a process of its own before the push: loaded, answered, timed.
+    assert s["infra_blessed"] and s["generate_latency_ms"] > 0
+    assert "infra validation (served in a process of its own): passed" in r["out"]
     assert s["splits"]["train"]["records"] > 0 and s["splits"]["eval"]["records"] > 0
     assert s["vocab_size"] == len(set(open(os.path.join(
         os.path.dirname(runs["root"]), "corpus.txt"), encoding="utf-8").read()))
@@ -262,3 +268,51 @@ def test_max_regression_blesses_just_above_the_measured_regression_not_below(run
     assert above["code"] == 0, above["out"]
     assert above["summary"]["blessed"] and above["summary"]["pushed"], above["out"]
     assert above["versions"] == before + [int(above["summary"]["pushed_version"])]
+
+
+def runs_table(root, capsys):
+    assert textgen_cli.main(["runs", "--pipeline-root", root]) == 0
+    return capsys.readouterr().out
+
+
+def test_a_candidate_slower_than_the_latency_bound_is_blessed_but_not_pushed(runs, capsys):
+    before = pusher.versions(runs["serving"])
+    # The first run's model (Trainer cached); only the InfraValidator runs anew.
+    r = runs["run"](["--max-perplexity", "200", "--max-latency-ms", "0.001"], capsys)
+    assert r["code"] == 0, r["out"]
+    s = r["summary"]
+    assert states(s)["Trainer"] == "CACHED" and states(s)["InfraValidator"] == "COMPLETE"
+    assert s["blessed"] and not s["infra_blessed"] and not s["pushed"]
+    assert s["generate_latency_ms"] > 0.001
+    assert "above the bound of 0.001 ms" in s["not_pushed_because"]
+    assert r["versions"] == before
+    assert "infra validation (served in a process of its own): FAILED" in r["out"]
+    assert "pushed: nothing (infra validation failed: generate of" in r["out"]
+    table = runs_table(runs["root"], capsys)
+    assert "not pushed: infra validation failed: generate of" in table
+
+
+def test_a_candidate_that_fails_to_load_when_served_is_not_pushed(runs, capsys, monkeypatch):
+    from models import features, warmup
+    exported = warmup.inputs_by_signature
+
+    def with_a_failing_request(*args):
+        inputs = exported(*args)
+        inputs[features.GENERATE_SIGNATURE]["top_p"] *= 0  # top_p must be in (0, 1]
+        return inputs
+
+    monkeypatch.setattr(warmup, "inputs_by_signature", with_a_failing_request)
+    before = pusher.versions(runs["serving"])
+    # Another seed: a new candidate, exported with the failing request in its warm-up file.
+    r = runs["run"](["--max-perplexity", "200", "--max-regression", "10", "--seed", "3"],
+                    capsys)
+    assert r["code"] == 0, r["out"]
+    s = r["summary"]
+    assert states(s)["Trainer"] == "COMPLETE"
+    assert s["blessed"] and not s["infra_blessed"] and not s["pushed"]
+    assert s["generate_latency_ms"] is None  # it never got that far
+    reason = s["not_pushed_because"]
+    assert "did not load" in reason and "warm-up request" in reason and "top_p" in reason
+    assert r["versions"] == before
+    assert "not pushed: infra validation failed: the candidate did not load" in runs_table(
+        runs["root"], capsys)
