@@ -51,6 +51,7 @@ bench: install
 	$(VENV)/bin/python -m bench.generation
 	$(VENV)/bin/python -m bench.serving_load
 	$(VENV)/bin/python -m bench.serving_mixed
+	$(VENV)/bin/python -m bench.serving_swap
 	$(VENV)/bin/python -m bench.report
 
 bench-quality: install

@@ -295,3 +295,13 @@ def test_serving_rounds_pair_each_level_with_one_client_of_the_same_round(dirs):
     text = (docs / "benchmarks.md").read_text()
     assert "16 clients make 3.00× the chars/s of one" in text
     assert "measured in turn 3 times" in text
+
+
+def test_the_hot_swap_section_sets_each_first_request_beside_the_steady_p50():
+    from bench import serving_swap
+    assert "Not measured yet" in serving_swap.section(None)
+    text = serving_swap.section({
+        "rnn_units": 1024, "chars": 20, "swaps": 2, "steady_p50_ms": [40.0, 44.0],
+        "first_request_ms": [50.0, 100.0], "first_over_steady": [1.25, 100 / 44],
+        "worst_ratio": 100 / 44})
+    assert "steady p50 42 ms" in text and "50, 100 ms" in text and "2.27×" in text
