@@ -36,10 +36,18 @@ def _settings(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
     return json_format.MessageToDict(struct)
 
 
-def _to_example(record: str) -> bytes:
+# The records' layout, part of the cut's fingerprint: spans written before records carried
+# their position are not trained on with newer ones (Transform's schema, inferred from the
+# newest span, requires the feature).
+RECORD_FORMAT = 2
+
+
+def _to_example(record: str, position) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature={
         features.TEXT_KEY: tf.train.Feature(
-            bytes_list=tf.train.BytesList(value=[record.encode("utf-8")]))
+            bytes_list=tf.train.BytesList(value=[record.encode("utf-8")])),
+        # TFX writes the records shuffled; training with carried state orders them by this.
+        features.POSITION_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=position)),
     })).SerializeToString()
 
 
@@ -90,17 +98,21 @@ def _TextToTaggedRecords(pipeline, exec_properties: Dict[str, Any], pattern: str
     whole, its tail going to the eval split."""
     s = _settings(exec_properties)
 
-    def cut(path):
+    def cut(source):
+        span, index, path = source
         train, held_out = text_records.split_text(
             _read_file(path, s["encoding_errors"], s["mode"]), s["mode"], int(s["seq_length"]),
             float(s["eval_fraction"]))
-        return [(TRAIN, r) for r in train] + [(EVAL, r) for r in held_out]
+        return [(name, r, (span, index, i)) for name, records in ((TRAIN, train),
+                                                                   (EVAL, held_out))
+                for i, r in enumerate(records)]
 
     return (pipeline
-            | "Files" >> beam.Create([f for files in _selected_spans(exec_properties, pattern)
-                                      .values() for f in files])
+            | "Files" >> beam.Create([(span, index, f) for span, files in _selected_spans(
+                exec_properties, pattern).items() for index, f in enumerate(files)])
             | "Cut" >> beam.FlatMap(cut)
-            | "ToExample" >> beam.MapTuple(lambda split, record: (split, _to_example(record))))
+            | "ToExample" >> beam.MapTuple(
+                lambda split, record, position: (split, _to_example(record, position))))
 
 
 class TextExampleGenExecutor(BaseExampleGenExecutor):
@@ -157,7 +169,7 @@ def cut_fingerprint(exec_properties: Dict[str, Any]) -> str:
     s = _settings(exec_properties)
     return hashlib.sha256(json.dumps(
         [_full_pattern(exec_properties, s["span_pattern"]), s["mode"], s["seq_length"],
-         s["eval_fraction"], s["encoding_errors"]]).encode()).hexdigest()[:16]
+         s["eval_fraction"], s["encoding_errors"], RECORD_FORMAT]).encode()).hexdigest()[:16]
 
 
 def _count(files):

@@ -68,6 +68,29 @@ def test_stream_mode_over_two_files(tmp_path):
     assert examples.get_int_custom_property("train_chars") == 84 + 80
 
 
+def test_each_record_carries_where_it_was_cut(tmp_path):
+    # Beam writes the records shuffled: their positions put each file's text back together.
+    os.makedirs(tmp_path / "data")
+    texts = ["".join(chr(ord("a") + i % 26) for i in range(n)) for n in (60, 31)]
+    for name, text in zip(("a.txt", "b.txt"), texts):
+        (tmp_path / "data" / name).write_text(text)
+    examples = run_executor(tmp_path, "*.txt", "stream", span=7)
+    for split, part in (("train", lambda t: t[:round(len(t) * 0.8)]),
+                        ("eval", lambda t: t[round(len(t) * 0.8):])):
+        cut = {}
+        for name in os.listdir(os.path.join(examples.uri, f"Split-{split}")):
+            for raw in tf.data.TFRecordDataset(os.path.join(examples.uri, f"Split-{split}", name),
+                                               compression_type="GZIP"):
+                f = tf.train.Example.FromString(raw.numpy()).features.feature
+                span, index, record = f[features.POSITION_KEY].int64_list.value
+                cut[span, index, record] = f[features.TEXT_KEY].bytes_list.value[0].decode()
+        assert {span for span, _, _ in cut} == {7}
+        for index, text in enumerate(texts):
+            records = sorted(k for k in cut if k[1] == index)
+            assert [k[2] for k in records] == list(range(len(records)))
+            assert "".join(cut[k] for k in records) == part(text)
+
+
 def test_lines_mode_records_end_with_the_terminator(tmp_path):
     os.makedirs(tmp_path / "data")
     names = [f"Saurus{i}" for i in range(20)]
