@@ -13,12 +13,15 @@ from models import features
 from models.settings import ModelSettings
 
 
-def build_model(vocab_size: int, settings: ModelSettings) -> tf_keras.Model:
+def build_model(vocab_size: int, settings: ModelSettings,
+                return_state: bool = False) -> tf_keras.Model:
     """Embedding → RNN layers → logits over the vocabulary, for ids [batch, time].
 
     Layer names (`embedding`, `rnn_0`…, `logits`) are relied on by the export.
     The RNN settings are the ones cuDNN accepts (tanh/sigmoid, reset_after, no
     recurrent dropout, no unrolling), so on a GPU Keras picks the fused kernel.
+    `return_state`: the RNN layers also give their last states, for training with carried
+    state (models/carry.py calls the same layers with them); this model's output is the same.
     """
     s = settings
     ids = tf_keras.Input(shape=(None,), dtype=tf.int64, name=features.IDS_KEY)
@@ -26,12 +29,13 @@ def build_model(vocab_size: int, settings: ModelSettings) -> tf_keras.Model:
     for i in range(s.rnn_layers):
         if s.cell == "gru":
             layer = tf_keras.layers.GRU(s.rnn_units, return_sequences=True, reset_after=True,
-                                        name=f"rnn_{i}")
+                                        return_state=return_state, name=f"rnn_{i}")
         elif s.cell == "lstm":
-            layer = tf_keras.layers.LSTM(s.rnn_units, return_sequences=True, name=f"rnn_{i}")
+            layer = tf_keras.layers.LSTM(s.rnn_units, return_sequences=True,
+                                         return_state=return_state, name=f"rnn_{i}")
         else:
             raise ValueError(f"cell = {s.cell!r}: must be 'gru' or 'lstm'")
-        x = layer(x)
+        x = layer(x)[0] if return_state else layer(x)
         if s.dropout:
             x = tf_keras.layers.Dropout(s.dropout, name=f"dropout_{i}")(x)
     # float32 logits even under a mixed-precision policy: softmax and loss need the range.

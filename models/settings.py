@@ -63,6 +63,11 @@ class TrainSettings:
     # blessed one) when it has the same characters and shape; otherwise start fresh.
     warm_start: bool = True
     precision: str = "auto"
+    # Truncated back-propagation through carried state (stream mode, one replica): the
+    # train split as batch_size contiguous streams, the RNN's last state after each batch
+    # the first state of the next, zeroed as each epoch starts (models/carry.py).
+    # Evaluation still reads each record from a zero state.
+    carry_state: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,9 +7,9 @@ cuts the learning rate on a plateau, BackupAndRestore resumes an interrupted run
 optimizer keeps the weights' moving average. `models/callbacks.py` adds what they lack
 (the best epoch on disk across a kill, the average evaluated); `fit` puts them in order.
 
-Extension point: a lever that needs its own training step (truncated back-propagation
-through carried state, a curriculum) overrides `train_step` in a `tf_keras.Model`
-subclass, Keras' "customizing fit" way, and keeps every callback here.
+A lever that needs its own training step overrides `train_step` in a `tf_keras.Model`
+subclass, Keras' "customizing fit" way, and keeps every callback here: truncated
+back-propagation through carried state (`train.carry_state`, models/carry.py) does.
 """
 import dataclasses
 import hashlib
@@ -22,7 +22,7 @@ from typing import Any, Dict, List
 import tensorflow as tf
 import tf_keras
 
-from models import callbacks, features, precision, warm_start
+from models import callbacks, carry, features, precision, warm_start
 from models import model as char_model
 from models.settings import ModelSettings, TrainSettings
 
@@ -139,7 +139,8 @@ def fit(model: tf_keras.Model, train_ds, eval_ds, train: TrainSettings, backup: 
     # meet, and only then does the chief's BackupAndRestore delete the backup. After each
     # epoch, every callback before EvaluateAverage sees the evaluated (averaged) weights.
     average = [callbacks.EvaluateAverage()] if train.ema_momentum else []
-    in_order = [*extra_callbacks, *schedule, early_stopping,
+    reset = [carry.ResetState()] if train.carry_state else []
+    in_order = [*extra_callbacks, *reset, *schedule, early_stopping,
                 *([reduce_lr] if reduce_lr else []), record, callbacks.WorkersMeet(), *average,
                 tf_keras.callbacks.BackupAndRestore(os.path.join(backup, "last"))]
     model.fit(train_ds, epochs=train.epochs, steps_per_epoch=train.steps_per_epoch,
@@ -182,8 +183,16 @@ def run_fn(fn_args) -> None:
     vocab_size = len(vocab) + features.NUM_RESERVED_IDS
     schema = tft_output.transformed_metadata.schema
 
-    train_ds = input_fn(fn_args.train_files, fn_args.data_accessor, schema, train.batch_size,
-                        shuffle=True, repeat=train.steps_per_epoch is not None, seed=train.seed)
+    if train.carry_state:
+        carry.check_strategy(strategy)
+        text, seq_length = carry.read_in_corpus_order(fn_args.train_files, fn_args.data_accessor,
+                                                      schema)
+        train_ds = carry.stream_dataset(text, train.batch_size, seq_length,
+                                        repeat=train.steps_per_epoch is not None)
+    else:
+        train_ds = input_fn(fn_args.train_files, fn_args.data_accessor, schema,
+                            train.batch_size, shuffle=True,
+                            repeat=train.steps_per_epoch is not None, seed=train.seed)
     eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, schema, train.batch_size,
                        shuffle=False, repeat=False, seed=train.seed)
     if train.eval_steps:
@@ -203,16 +212,20 @@ def run_fn(fn_args) -> None:
     tf.io.gfile.makedirs(report_dir)
     try:
         with strategy.scope():
-            model = char_model.compile_model(char_model.build_model(vocab_size, model_settings),
-                                             train.learning_rate, train.clipnorm,
-                                             train.weight_decay, train.ema_momentum)
+            model = char_model.build_model(vocab_size, model_settings,
+                                           return_state=train.carry_state)
+            # With carried state, a wrapper trains `model`'s layers; `model` is exported.
+            trained = carry.CarriedState(model, train.batch_size) if train.carry_state \
+                else model
+            char_model.compile_model(trained, train.learning_rate, train.clipnorm,
+                                     train.weight_decay, train.ema_momentum)
             started = warm_start.apply(model, vocab, char_model.shape_of(model), config["mode"],
                                        config["serving_dir"], enabled=train.warm_start)
         callbacks.write_json(os.path.join(report_dir, features.WARM_START_REPORT), started)
         logger.info("training: vocabulary %d characters (+%d reserved ids), %s",
                     len(vocab), features.NUM_RESERVED_IDS,
                     json.dumps(dataclasses.asdict(model_settings)))
-        fit(model, train_ds, eval_ds, train, backup_dir(fn_args), report_dir,
+        fit(trained, train_ds, eval_ds, train, backup_dir(fn_args), report_dir,
             extra_callbacks=[
                 tf_keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch"),
                 tf_keras.callbacks.ModelCheckpoint(

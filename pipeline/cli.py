@@ -44,6 +44,7 @@ RUN_FLAGS = {
     "--lr-factor": ("train", "lr_factor", float),
     "--lr-patience": ("train", "lr_patience", int),
     "--warm-start": ("train", "warm_start", bool),
+    "--carry-state": ("train", "carry_state", bool),
     "--max-perplexity": ("eval", "max_perplexity", float),
     "--max-regression": ("eval", "max_regression", float),
     "--max-latency-ms": ("infra", "max_latency_ms", float),
@@ -90,6 +91,9 @@ FLAG_HELP = {
     "--lr-patience": "epochs without a lower eval loss before the learning rate drops",
     "--warm-start": "start from the latest blessed model's weights when the vocabulary and "
                     "shape allow",
+    "--carry-state": "train on batch-size contiguous streams of the text, each batch's last "
+                     "RNN state the first of the next (truncated back-propagation; stream "
+                     "mode; evaluation still starts each record from zero)",
     "--max-perplexity": "bless only a model whose eval perplexity (per character) is at most "
                         "this (default: the corpus' distinct characters, i.e. uniform guessing)",
     "--max-regression": "bless only a model no worse than the latest blessed one by more than "

@@ -232,6 +232,18 @@ class Config:
                vx.trainer_cpu, "must be > 0")
         _check(_is_number(vx.trainer_memory_gb) and vx.trainer_memory_gb > 0,
                "vertex.trainer_memory_gb", vx.trainer_memory_gb, "must be > 0")
+        _check(isinstance(t.carry_state, bool), "train.carry_state (--carry-state)",
+               t.carry_state, "must be true or false")
+        if t.carry_state:
+            _check(d.mode == "stream", "train.carry_state (--carry-state)", t.carry_state,
+                   f"needs data.mode = 'stream': in {d.mode!r} mode each record is a text of "
+                   "its own, with nothing before it to carry a state from; use --mode stream "
+                   "or turn carry_state off")
+            # Several GPUs mean MirroredStrategy: models/carry.py trains on one replica.
+            _check(vx.trainer_gpus <= 1, "train.carry_state (--carry-state)", t.carry_state,
+                   f"trains on one replica, and vertex.trainer_gpus = {vx.trainer_gpus} "
+                   "would make a replica of each GPU; set vertex.trainer_gpus to 0 or 1, or "
+                   "turn carry_state off")
         return self
 
 
