@@ -98,10 +98,10 @@ def _weights_of(template):
     return lambda epoch: [np.full_like(w, epoch + 1) for w in template]
 
 
-def _repeating_text():
+def _repeating_text(cycle=(2, 3, 4, 5, 6, 7)):
     """8 records of one repeating pattern, in batches of 4: a tiny model learns it in a few
     steps, and the same every time (no shuffling)."""
-    ids = tf.constant([[2, 3, 4, 5, 6, 7, 2, 3, 4, 5, 6, 7]] * 8, tf.int64)
+    ids = tf.constant([list(cycle) * 2] * 8, tf.int64)
     return tf.data.Dataset.from_tensor_slices(ids).batch(4).map(model.to_inputs_and_targets)
 
 
@@ -151,17 +151,37 @@ def test_the_best_epoch_survives_an_interruption(tmp_path):
     assert not os.path.exists(tmp_path / "state"), "a finished run leaves no state to resume"
 
 
-def test_fit_trains_stops_early_and_keeps_the_lowest_eval_loss(tmp_path):
-    m = _compiled()
-    ds = _repeating_text()
+class _WeightsEachEpoch(tf_keras.callbacks.Callback):
+    """The weights each epoch trained, as it ends (before EarlyStopping sees it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(self.model.get_weights())
+
+
+def test_fit_trains_stops_early_and_keeps_an_epoch_before_the_last(tmp_path):
+    # Evaluated on the same characters cycling the other way: the eval loss falls while the
+    # model learns which characters occur (epochs 1-2), then rises as it learns their order.
+    train_ds, eval_ds = _repeating_text(), _repeating_text(cycle=(2, 7, 6, 5, 4, 3))
+    m = model.compile_model(build_tiny_model(), learning_rate=0.05)
     settings = TrainSettings(epochs=6, learning_rate=0.05, patience=2, lr_factor=0.5)
-    record = trainer.fit(m, ds, ds, settings, str(tmp_path / "backup"), str(tmp_path / "run"))
+    seen = _WeightsEachEpoch()
+    record = trainer.fit(m, train_ds, eval_ds, settings, str(tmp_path / "backup"),
+                         str(tmp_path / "run"), extra_callbacks=[seen])
     losses = [e["val_loss"] for e in record["epochs"]]
     best = int(np.argmin(losses))
-    assert record["exported_epoch"] == best + 1
-    assert losses[-1] < losses[0]
-    # The model holds the exported epoch's weights: evaluating it gives that epoch's loss.
-    assert m.evaluate(ds, verbose=0)[0] == pytest.approx(losses[best], rel=1e-4)
+    assert record["stopped"].startswith("early stopping")
+    assert record["epochs_run"] == len(losses) == best + 1 + settings.patience < settings.epochs
+    assert record["exported_epoch"] == best + 1 < record["epochs_run"]
+    assert losses[-1] > losses[best] + 0.1 and losses[best] < losses[0]
+    # The model left for the export holds the best epoch's weights, not the last's...
+    assert all((now == then).all() for now, then in zip(m.get_weights(), seen.weights[best]))
+    assert any((now != then).any() for now, then in zip(m.get_weights(), seen.weights[-1]))
+    # ...and evaluating it gives that epoch's loss.
+    assert m.evaluate(eval_ds, verbose=0)[0] == pytest.approx(losses[best], rel=1e-4)
 
 
 def test_with_a_moving_average_the_epochs_are_judged_and_exported_by_the_average(tmp_path):
