@@ -77,13 +77,16 @@ def collect(record: records.RunRecord, pipeline_root: str) -> Dict[str, Any]:
 
 
 def sample(model_dir: str, prompts: List[str], num_chars: int, seed: int = 1) -> List[str]:
-    """Generated text from a SavedModel, prompt included, one string per prompt."""
+    """Generated text from a SavedModel, prompt included, one string per prompt. Prompt i
+    draws with seed + i, as the client library seeds rows: a row's draws depend only on its
+    own seed, so prompts sharing one would all continue alike."""
     import tensorflow as tf
     generate = tf.saved_model.load(model_dir).signatures[features.GENERATE_SIGNATURE]
     result = generate(prompts=tf.constant(prompts), num_chars=tf.constant(num_chars),
                       temperature=tf.fill([len(prompts)], DEFAULT_SAMPLING.temperature),
                       top_k=tf.constant(DEFAULT_SAMPLING.top_k),
-                      top_p=tf.constant(DEFAULT_SAMPLING.top_p), seed=tf.constant(seed))
+                      top_p=tf.constant(DEFAULT_SAMPLING.top_p),
+                      seed=tf.range(seed, seed + len(prompts), dtype=tf.int32))
     return [t.decode("utf-8", errors="replace") for t in result["text"].numpy()]
 
 

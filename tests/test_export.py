@@ -302,3 +302,12 @@ def test_resume_in_pieces_gives_generates_text(mode):
     if mode == "lines":
         for text, done in zip(pieces, ended):
             assert text.endswith(b"\n") == done
+
+
+def test_the_run_summary_samples_each_prompt_with_its_own_seed(tiny_model_dir):
+    from pipeline import summary
+    twice = summary.sample(tiny_model_dir, ["ab", "ab", "ab"], 40, seed=5)
+    assert twice == summary.sample(tiny_model_dir, ["ab", "ab", "ab"], 40, seed=5)
+    assert len(set(twice)) == 3  # same prompt, three seeds, three texts
+    # Prompt i draws as a lone request seeded seed + i.
+    assert summary.sample(tiny_model_dir, ["ab"], 40, seed=6) == twice[1:2]
