@@ -57,7 +57,7 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
                  _cell(r["blessed"]), _cell(r["infra_validated"]), pushed,
                  _cell(r["baseline_version"]), r["state"]]
         lines.append("  ".join(str(c).ljust(w) for c, (_, w) in zip(cells, COLUMNS)).rstrip())
-        if r["not_pushed_because"]:
+        if r["blessed"] and r["not_pushed_because"]:  # why not, when `blessed` does not say
             lines.append(f"{'':19}  not pushed: {r['not_pushed_because']}")
     lines.append("served_ok: the candidate loaded and answered in a serving process of its own "
                  "(InfraValidator). pushed: the version this run pushed; =V: its model was "
