@@ -10,7 +10,7 @@ import math
 import os
 from typing import Dict, List, Optional
 
-from bench import common, serving_mixed, serving_swap
+from bench import common, levers, serving_mixed, serving_swap
 from models import precision
 
 DOC = os.path.join(common.DOCS_DIR, "benchmarks.md")
@@ -461,7 +461,7 @@ make bench-quality    # hours: section 5; resumable (re-run it after an interrup
 python -m bench.report   # (in .venv) re-writes this file from bench/results/*.json
 ```
 Single parts: `.venv/bin/python -m bench.training | bench.generation | bench.serving_load |
-bench.serving_mixed | bench.serving_swap | bench.pipeline_cost | bench.quality [--recipes tutorial,default,...]`.
+bench.serving_mixed | bench.serving_swap | bench.pipeline_cost | bench.levers | bench.quality [--recipes tutorial,default,...]`.
 Raw numbers: `bench/results/*.json`. Data: `../shared/data/tinyshakespeare.txt`.
 """
 
@@ -488,6 +488,8 @@ def main():
         serving_swap.section(common.load_result("serving_swap")),
         "## 4. Pipeline cost", "", pipeline_section(pipeline_cost),
         "## 5. Time to quality (`make bench-quality`)", "", time_to_quality_section(quality),
+        "### Levers through `textgen run` (`python -m bench.levers`)", "",
+        levers.section(common.load_result(levers.RESULTS)),
         "## 6. Model quality: earlier tries", "", quality_section(quality),
     ])
     notes = os.path.join(common.REPO, "bench", "NOTES.md")

@@ -305,3 +305,20 @@ def test_the_hot_swap_section_sets_each_first_request_beside_the_steady_p50():
         "first_request_ms": [50.0, 100.0], "first_over_steady": [1.25, 100 / 44],
         "worst_ratio": 100 / 44})
     assert "steady p50 42 ms" in text and "50, 100 ms" in text and "2.27×" in text
+
+
+def test_the_levers_section_gives_each_run_and_each_levers_mean_and_spread():
+    from bench import levers
+    assert "Not measured yet" in levers.section(None)
+
+    def run(lever, seed, nanogpt):
+        return {"lever": lever, "seed": seed, "epochs": [
+            {"epoch": 1, "loss": 2.0, "val_loss": 1.9, "cpu_seconds": 300.0},
+            {"epoch": 2, "loss": 1.6, "val_loss": 1.55, "cpu_seconds": 300.0}],
+            "exported_epoch": 2, "precision": "float32", "cpu_minutes": 10.0,
+            "evaluator_nats": 1.55, "protocols": {"nanogpt_nats": nanogpt},
+            "machine": {"cpu": "AMD EPYC", "vector_extensions": "avx avx2 fma"}}
+    text = levers.section({"runs": {
+        "auto_30_seed42": run("auto_30", 42, 1.46), "auto_30_seed7": run("auto_30", 7, 1.44)}})
+    assert "| auto_30_seed42 | AMD EPYC (avx avx2 fma, float32) | 1.9000, 1.5500 | 2 |" in text
+    assert "| auto_30 |" in text and "| 42, 7 | 1.4500 (0.0200) | 10.0 |" in text

@@ -1,0 +1,139 @@
+"""Training levers tried through `textgen run` itself, on tiny Shakespeare.
+
+Each lever is a `textgen run` (a preset and flags) run for each seed, one after another
+(never two trainings at once: their CPU times would mean nothing), sharing one pipeline
+root so that ExampleGen and Transform run once, each into a serving directory of its own,
+without warm start. After each run: the run summary's per-epoch losses and training CPU
+time, the Evaluator's figure, and nanoGPT's protocol on the pushed model
+(bench/protocols.py), with the machine's CPU, go into bench/results/levers.json — written
+after every run, so progress survives an interruption. Resumable: a finished run is
+skipped; an interrupted one resumes where its Trainer stopped (BackupAndRestore).
+
+    python -m bench.levers --levers fast,fast_carry --seeds 42,7
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from typing import Dict, List, Optional
+
+from bench import common
+
+# name → (what it is, `textgen run` flags). `--preset auto` trains `fast` on a CPU without
+# native bf16 and `default` where bf16 runs: the recipe `make run` trains on that machine.
+LEVERS: Dict[str, tuple] = {
+    "auto_30": ("`make run`'s recipe (`--preset auto`), a 30 CPU-minute budget",
+                ["--preset", "auto", "--max-cpu-minutes", "30"]),
+    "auto_30_carry": ("the same with carried state (`--carry-state`)",
+                      ["--preset", "auto", "--max-cpu-minutes", "30", "--carry-state"]),
+    "auto_30_carry_cosine": ("the same, the learning rate decaying over the budget's epochs",
+                             ["--preset", "auto", "--max-cpu-minutes", "30", "--carry-state",
+                              "--lr-schedule", "cosine", "--epochs", "5"]),
+    "quality": ("`--preset quality` (2 CPU-hour budget)", ["--preset", "quality"]),
+    "quality_carry": ("`--preset quality` with carried state",
+                      ["--preset", "quality", "--carry-state"]),
+}
+RESULTS = "levers"
+OUT_DIR = os.path.join(common.OUT_DIR, "levers")
+
+
+def run_name(lever: str, seed: int) -> str:
+    return f"{lever}_seed{seed}"
+
+
+def _textgen() -> str:
+    return os.path.join(os.path.dirname(sys.executable), "textgen")
+
+
+def run_lever(lever: str, seed: int, data: str) -> Dict:
+    """One `textgen run` of the lever (resumed if interrupted); its figures."""
+    name = run_name(lever, seed)
+    out = os.path.join(OUT_DIR, name)
+    os.makedirs(out, exist_ok=True)
+    root = os.path.join(OUT_DIR, "pipeline_root")
+    command = [_textgen(), "run", "--data", data, "--pipeline-root", root,
+               "--serving-dir", os.path.join(out, "serving"), "--no-warm-start",
+               "--seed", str(seed), "--sample-chars", "200", *LEVERS[lever][1]]
+    with open(os.path.join(out, "run.log"), "w", encoding="utf-8") as log:
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name}: textgen run exited {done.returncode}; see "
+                           f"{os.path.join(out, 'run.log')}")
+    with open(os.path.join(root, "last_run_summary.json"), encoding="utf-8") as f:
+        summary = json.load(f)
+    model = summary["pushed_path"]
+    protocols = subprocess.run(
+        [sys.executable, "-m", "bench.protocols", "--model", model, "--data", data],
+        capture_output=True, text=True, check=True)
+    training = summary["training"]
+    return {"lever": lever, "seed": seed, "flags": LEVERS[lever][1],
+            "epochs": [{k: e[k] for k in ("epoch", "loss", "val_loss", "cpu_seconds")}
+                       for e in training["epochs"]],
+            "exported_epoch": training["exported_epoch"], "stopped": training["stopped"],
+            "precision": training["precision"],
+            "cpu_minutes": training["cpu_seconds"] / 60,
+            "evaluator_nats": summary["eval"]["nats_per_char"],
+            "protocols": json.loads(protocols.stdout), "model": model}
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levers", default="auto_30,auto_30_carry",
+                        help=f"comma-separated, of: {', '.join(LEVERS)}")
+    parser.add_argument("--seeds", default="42,7")
+    parser.add_argument("--data", default=common.SHAKESPEARE)
+    args = parser.parse_args(argv)
+    levers = args.levers.split(",")
+    unknown = [lever for lever in levers if lever not in LEVERS]
+    if unknown:
+        parser.error(f"unknown lever(s) {', '.join(unknown)}; choose from {', '.join(LEVERS)}")
+    results = common.load_result(RESULTS) or {"runs": {}}
+    machine = common.machine()
+    for lever in levers:
+        for seed in map(int, args.seeds.split(",")):
+            name = run_name(lever, seed)
+            if name in results["runs"] and results["runs"][name]["machine"]["cpu"] == \
+                    machine["cpu"]:
+                print(f"{name}: done before, kept", flush=True)
+                continue
+            print(f"{name}: textgen run {' '.join(LEVERS[lever][1])} --seed {seed}", flush=True)
+            results["runs"][name] = {**run_lever(lever, seed, args.data), "machine": machine}
+            common.save_result(RESULTS, results)
+            r = results["runs"][name]
+            print(f"{name}: {r['cpu_minutes']:.1f} CPU-min, Evaluator "
+                  f"{r['evaluator_nats']:.4f}, nanoGPT protocol "
+                  f"{r['protocols']['nanogpt_nats']:.4f}", flush=True)
+    return results
+
+
+def section(r) -> str:
+    """docs/benchmarks.md's table of the levers, from levers.json: each run, then each
+    lever's mean and spread over its seeds."""
+    if r is None or not r["runs"]:
+        return "Not measured yet: `.venv/bin/python -m bench.levers`.\n"
+    lines = ["| run | CPU | epochs (eval loss each) | exported | CPU-min | Evaluator nats/char "
+             "| nanoGPT protocol |", "|" + " --- |" * 7]
+    by_lever: Dict[str, List[Dict]] = {}
+    for name, run in r["runs"].items():
+        by_lever.setdefault(run["lever"], []).append(run)
+        losses = ", ".join(f"{e['val_loss']:.4f}" for e in run["epochs"])
+        lines.append(f"| {name} | {run['machine']['cpu']} ({run['machine']['vector_extensions']},"
+                     f" {run['precision']}) | {losses} | {run['exported_epoch']} | "
+                     f"{run['cpu_minutes']:.1f} | {run['evaluator_nats']:.4f} | "
+                     f"{run['protocols']['nanogpt_nats']:.4f} |")
+    lines += ["", "| lever | what | seeds | nanoGPT protocol: mean (spread) | CPU-min: mean |",
+              "|" + " --- |" * 5]
+    for lever, runs in by_lever.items():
+        nano = [run["protocols"]["nanogpt_nats"] for run in runs]
+        lines.append(f"| {lever} | {LEVERS[lever][0] if lever in LEVERS else '-'} | "
+                     f"{', '.join(str(run['seed']) for run in runs)} | "
+                     f"{statistics.mean(nano):.4f} ({max(nano) - min(nano):.4f}) | "
+                     f"{statistics.mean(run['cpu_minutes'] for run in runs):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
