@@ -11,7 +11,7 @@ ifeq ($(UV),)
 UV := .tools/bin/uv
 endif
 
-.PHONY: install run test lock wheel clean help bench bench-quality
+.PHONY: install run test lock wheel clean help bench bench-quality bench-levers
 
 help:
 	@echo "make run ARGS='--data FILE ...'   run the pipeline (see: .venv/bin/textgen run --help)"
@@ -56,6 +56,12 @@ bench: install
 
 bench-quality: install
 	$(VENV)/bin/python -m bench.quality $(ARGS)
+	$(VENV)/bin/python -m bench.report
+
+# Training levers through `textgen run` itself (hours; resumable), e.g.
+# make bench-levers ARGS="--levers auto_30,auto_30_carry --seeds 42,7"
+bench-levers: install
+	$(VENV)/bin/python -m bench.levers $(ARGS)
 	$(VENV)/bin/python -m bench.report
 
 # The package installed like any other: deploy/install.sh puts it into an image or a worker.
