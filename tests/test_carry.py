@@ -8,6 +8,7 @@ import tf_keras
 
 from models import carry, features, model, trainer
 from models.settings import ModelSettings, TrainSettings
+from test_trainer import _Interrupt  # a kill as an epoch begins
 
 B, T = 3, 5  # streams (rows of a batch) and characters a step
 
@@ -167,18 +168,6 @@ def test_the_state_leaving_a_step_enters_the_next_and_each_epoch_starts_from_zer
                 np.testing.assert_allclose(entering, leaving, rtol=1e-4, atol=1e-6)
     # What trained is what is exported: the core, with no carried state among its weights.
     assert len(core.weights) == len(trained.weights) - len(trained.carried)
-
-
-class _Interrupt(tf_keras.callbacks.Callback):
-    """Stands for a kill as epoch `at` begins (the epochs before it are backed up)."""
-
-    def __init__(self, at):
-        super().__init__()
-        self.at = at
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.at:
-            raise KeyboardInterrupt
 
 
 def test_an_interrupted_training_resumes_as_if_never_stopped(tmp_path):
