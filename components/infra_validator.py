@@ -90,7 +90,8 @@ def _requested_chars(request) -> int:
 class _ServingProcess:
     """`textgen serve` on a free port for the candidate alone; its output in log_path."""
 
-    def __init__(self, model_path: str, log_path: str, max_num_chars: int):
+    def __init__(self, model_path: str, log_path: str, max_num_chars: int, timeout: float):
+        self.timeout = timeout
         self._base = tempfile.mkdtemp(prefix="textgen-infra-")
         version_dir = os.path.join(self._base, "1")
         if "://" in model_path:  # the server lists versions on a local disk
@@ -134,7 +135,8 @@ def _wait_until_loaded(server: _ServingProcess, channel, deadline: float) -> Non
             raise Refused(f"the serving process exited with code {server.process.returncode} "
                           f"before answering: {server.tail()}")
         if time.time() > deadline:
-            raise Refused("the serving process did not start listening within the timeout")
+            raise Refused("the serving process did not start listening within infra.timeout "
+                          f"({server.timeout:g} s); raise it on a slow host")
         try:
             ready.result(timeout=0.5)
             break
@@ -186,7 +188,7 @@ def validate(model_path: str, log_path: str, generate_chars: int,
         timed.CopyFrom(generate[0])
         timed.inputs["num_chars"].CopyFrom(tf.make_tensor_proto([generate_chars], tf.int32))
         most = max([generate_chars] + [_requested_chars(r) for r in requests])
-        server = _ServingProcess(model_path, log_path, most)
+        server = _ServingProcess(model_path, log_path, most, timeout)
         try:
             with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
                 _wait_until_loaded(server, channel, deadline)
