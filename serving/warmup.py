@@ -7,6 +7,7 @@ load of the version, which then never becomes AVAILABLE.
 The export writes the file (models/warmup.py); reading it needs only protobuf and
 TensorFlow's record reader.
 """
+import itertools
 import os
 from typing import Callable, Dict, Iterator, Tuple
 
@@ -30,7 +31,9 @@ def requests(saved_model_dir: str) -> Iterator[Tuple[str, Dict[str, np.ndarray]]
     if not tf.io.gfile.exists(path):
         return
     try:
-        records = list(tf.data.TFRecordDataset(path).as_numpy_iterator())
+        # One past the bound is enough to refuse the file, whatever its size.
+        records = list(itertools.islice(tf.data.TFRecordDataset(path).as_numpy_iterator(),
+                                        MAX_RECORDS + 1))
     except tf.errors.OpError as err:
         raise ServingError("DATA_LOSS", f"{path}: cannot read the warm-up records "
                            f"({err.message.splitlines()[0]})") from None
