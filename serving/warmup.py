@@ -4,21 +4,17 @@ optional; each record is a PredictionLog run once; a record that does not parse,
 type this server cannot run, more than 1,000 records, or a request that fails, fails the
 load of the version, which then never becomes AVAILABLE.
 
-The export writes the file (models/warmup.py); reading it needs only protobuf and
-TensorFlow's record reader.
+The export writes the file (models/warmup.py, which holds TF Serving's file name and bound).
 """
 import itertools
-import os
 from typing import Callable, Dict, Iterator, Tuple
 
 import numpy as np
 
+from models import warmup as model_warmup
 from serving import protos
 from serving.errors import ServingError
 
-# TF Serving's names and bound (WarmupConsts in saved_model_warmup_util.h).
-REQUESTS_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-MAX_RECORDS = 1000
 
 Predict = Callable[[str, Dict[str, np.ndarray]], object]
 
@@ -27,19 +23,19 @@ def requests(saved_model_dir: str) -> Iterator[Tuple[str, Dict[str, np.ndarray]]
     """(signature name, inputs) of each warm-up record; none if the file is absent.
     Raises ServingError (INVALID_ARGUMENT, as TF Serving) for a record it cannot run."""
     import tensorflow as tf
-    path = os.path.join(saved_model_dir, REQUESTS_FILE)
+    path = model_warmup.path(saved_model_dir)
     if not tf.io.gfile.exists(path):
         return
     try:
         # One past the bound is enough to refuse the file, whatever its size.
         records = list(itertools.islice(tf.data.TFRecordDataset(path).as_numpy_iterator(),
-                                        MAX_RECORDS + 1))
+                                        model_warmup.MAX_RECORDS + 1))
     except tf.errors.OpError as err:
         raise ServingError("DATA_LOSS", f"{path}: cannot read the warm-up records "
                            f"({err.message.splitlines()[0]})") from None
-    if len(records) > MAX_RECORDS:
+    if len(records) > model_warmup.MAX_RECORDS:
         raise ServingError("INVALID_ARGUMENT", f"Number of warmup records exceeds the maximum "
-                           f"({MAX_RECORDS}) at {path}")
+                           f"({model_warmup.MAX_RECORDS}) at {path}")
     for number, record in enumerate(records, 1):
         log = protos.prediction_log_pb2.PredictionLog()
         try:

@@ -93,7 +93,7 @@ def test_a_version_whose_warmup_fails_never_replaces_the_one_serving(tmp_path, t
 def test_more_records_than_tf_serving_allows_or_another_log_type_fail_the_load(
         tmp_path, tiny_model_dir):
     too_many = with_warmup(tmp_path / "a", tiny_model_dir,
-                           lambda logs: logs * (warmup.MAX_RECORDS // len(logs) + 1))
+                           lambda logs: logs * (model_warmup.MAX_RECORDS // len(logs) + 1))
     with pytest.raises(ServingError, match="exceeds the maximum"):
         list(warmup.requests(too_many))
 
