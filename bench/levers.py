@@ -42,6 +42,11 @@ LEVERS: Dict[str, tuple] = {
                       ["--preset", "auto", "--max-cpu-minutes", "30", "--weight-decay", "0.1"]),
     "auto_30_batch32": ("the same without carry, batches of 32 (twice the updates an epoch)",
                         ["--preset", "auto", "--max-cpu-minutes", "30", "--batch-size", "32"]),
+    "auto_30_batch32_dropout0.3": ("batches of 32 and dropout 0.3",
+                                   ["--preset", "auto", "--max-cpu-minutes", "30",
+                                    "--batch-size", "32", "--dropout", "0.3"]),
+    "auto_30_batch16": ("the same without carry, batches of 16",
+                        ["--preset", "auto", "--max-cpu-minutes", "30", "--batch-size", "16"]),
     "quality": ("`--preset quality` (2 CPU-hour budget)", ["--preset", "quality"]),
     "quality_carry": ("`--preset quality` with carried state",
                       ["--preset", "quality", "--carry-state"]),
@@ -74,7 +79,12 @@ def run_lever(lever: str, seed: int, data: str) -> Dict:
                            f"{os.path.join(out, 'run.log')}")
     with open(os.path.join(root, "last_run_summary.json"), encoding="utf-8") as f:
         summary = json.load(f)
+    # Runs share one pipeline root, so the Evaluator may judge a lever's model against a
+    # better one from another lever and not push it: measure the Trainer's model either way.
     model = summary["pushed_path"]
+    if model is None:
+        from tfx.utils import path_utils
+        model = path_utils.serving_model_path(summary["model_uri"])
     protocols = subprocess.run(
         [sys.executable, "-m", "bench.protocols", "--model", model, "--data", data],
         capture_output=True, text=True, check=True)
@@ -85,7 +95,7 @@ def run_lever(lever: str, seed: int, data: str) -> Dict:
             "exported_epoch": training["exported_epoch"], "stopped": training["stopped"],
             "precision": training["precision"],
             "cpu_minutes": training["cpu_seconds"] / 60,
-            "evaluator_nats": summary["eval"]["nats_per_char"],
+            "evaluator_nats": summary["eval"]["nats_per_char"], "pushed": summary["pushed"],
             "protocols": json.loads(protocols.stdout), "model": model}
 
 
