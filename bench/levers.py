@@ -45,6 +45,11 @@ LEVERS: Dict[str, tuple] = {
     "auto_30_batch32_dropout0.3": ("batches of 32 and dropout 0.3",
                                    ["--preset", "auto", "--max-cpu-minutes", "30",
                                     "--batch-size", "32", "--dropout", "0.3"]),
+    "auto_30_batch32_cosine8": ("batches of 32, the rate decaying over 8 epochs (the budget "
+                                "holds about 6: a third of the rate is left for the last)",
+                                ["--preset", "auto", "--max-cpu-minutes", "30",
+                                 "--batch-size", "32", "--lr-schedule", "cosine",
+                                 "--epochs", "8"]),
     "auto_30_batch16": ("the same without carry, batches of 16",
                         ["--preset", "auto", "--max-cpu-minutes", "30", "--batch-size", "16"]),
     "quality": ("`--preset quality` (2 CPU-hour budget)", ["--preset", "quality"]),
