@@ -46,7 +46,7 @@ LEVERS: Dict[str, tuple] = {
                                    ["--preset", "auto", "--max-cpu-minutes", "30",
                                     "--batch-size", "32", "--dropout", "0.3"]),
     "auto_30_batch32_cosine8": ("batches of 32, the rate decaying over 8 epochs (the budget "
-                                "holds about 6: a third of the rate is left for the last)",
+                                "holds about 6: about a fifth of the rate is left for the sixth)",
                                 ["--preset", "auto", "--max-cpu-minutes", "30",
                                  "--batch-size", "32", "--lr-schedule", "cosine",
                                  "--epochs", "8"]),
