@@ -53,6 +53,13 @@ LEVERS: Dict[str, tuple] = {
                                  "--epochs", "8"]),
     "auto_30_batch16": ("`auto_30` with batches of 16",
                         ["--preset", "auto", "--max-cpu-minutes", "30", "--batch-size", "16"]),
+    "auto_30_shift": ("`auto_30` with the windows cut anew each epoch from a random offset "
+                      "(`--shift-windows`)",
+                      ["--preset", "auto", "--max-cpu-minutes", "30", "--shift-windows"]),
+    "auto_30_batch32_shift": ("`auto_30` with batches of 32 and the windows cut anew each "
+                              "epoch (`--batch-size 32 --shift-windows`)",
+                              ["--preset", "auto", "--max-cpu-minutes", "30", "--batch-size",
+                               "32", "--shift-windows"]),
     "quality": ("`--preset quality` (2 CPU-hour budget)", ["--preset", "quality"]),
     "quality_carry": ("`--preset quality` with carried state",
                       ["--preset", "quality", "--carry-state"]),

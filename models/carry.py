@@ -14,7 +14,6 @@ without carried state. The model exported is the plain one inside (`CarriedState
 the carried state never reaches the export.
 """
 import logging
-from typing import List, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -24,62 +23,6 @@ from models import features
 from models import model as char_model
 
 logger = logging.getLogger(__name__)
-
-# Records per batch while reading the train split into memory.
-_READ_BATCH = 4096
-
-
-def in_corpus_order(flat_ids: np.ndarray, lengths: np.ndarray,
-                    positions: np.ndarray) -> np.ndarray:
-    """The records' ids joined in corpus order.
-
-    `flat_ids` holds the records one after another, `lengths` each one's length and
-    `positions` each one's (span, file, record index) as the ExampleGen cut it. A file's
-    records are consecutive windows of its text, so joined in order they are that text.
-    """
-    order = np.lexsort(positions.T[::-1])  # by span, then file, then record
-    lengths, starts = lengths[order], (np.cumsum(lengths) - lengths)[order]
-    out_starts = np.cumsum(lengths) - lengths
-    # Output character i of record r reads flat_ids[starts[r] + (i - out_starts[r])].
-    index = np.arange(lengths.sum()) + np.repeat(starts - out_starts, lengths)
-    return flat_ids[index]
-
-
-def read_in_corpus_order(file_pattern: List[str], data_accessor, schema) -> Tuple[np.ndarray,
-                                                                               int]:
-    """The train split's Transform output → (its ids in corpus order, seq_length).
-
-    Held in memory as int32: 4 bytes a character of the split. seq_length is the longest
-    record's length less one (stream mode's records hold seq_length + 1 characters; only
-    a file's last one may be shorter).
-    """
-    from tfx_bsl.public import tfxio
-    if features.POSITION_KEY not in {f.name for f in schema.feature}:
-        raise ValueError(
-            f"train.carry_state: the transformed examples have no '{features.POSITION_KEY}' "
-            "feature, so their order in the corpus is unknown; they were cut before the "
-            "ExampleGen recorded it: run the pipeline again so that the ExampleGen and "
-            "Transform cut them anew, or turn carry_state off")
-    dataset = data_accessor.tf_dataset_factory(
-        file_pattern, tfxio.TensorFlowDatasetOptions(batch_size=_READ_BATCH, shuffle=False,
-                                                     num_epochs=1), schema)
-    flat, lengths, positions = [], [], []
-    for batch in dataset:
-        ids = batch[features.IDS_KEY]
-        if isinstance(ids, tf.SparseTensor):
-            ids = tf.RaggedTensor.from_sparse(ids)
-        position = batch[features.POSITION_KEY]
-        if isinstance(position, tf.SparseTensor):
-            position = tf.sparse.to_dense(position)
-        flat.append(ids.flat_values.numpy().astype(np.int32))
-        lengths.append(ids.row_lengths().numpy())
-        positions.append(tf.reshape(position, [-1, 3]).numpy())
-    if not lengths:
-        raise ValueError(f"train.carry_state: no train records in {file_pattern}")
-    lengths = np.concatenate(lengths)
-    text = in_corpus_order(np.concatenate(flat), lengths, np.concatenate(positions))
-    return text, int(lengths.max()) - 1
-
 
 def stream_batches(text: np.ndarray, batch_size: int, seq_length: int) -> np.ndarray:
     """[steps, batch_size, seq_length + 1]: `text` as batch_size streams, one a row.

@@ -9,7 +9,8 @@ optimizer keeps the weights' moving average. `models/callbacks.py` adds what the
 
 A lever that needs its own training step overrides `train_step` in a `tf_keras.Model`
 subclass, Keras' "customizing fit" way, and keeps every callback here: truncated
-back-propagation through carried state (`train.carry_state`, models/carry.py) does.
+back-propagation through carried state (`train.carry_state`, models/carry.py) does. One that
+needs its own input reads the text from models/corpus_text.py (`train.shift_windows`).
 """
 import dataclasses
 import hashlib
@@ -22,7 +23,7 @@ from typing import Any, Dict, List
 import tensorflow as tf
 import tf_keras
 
-from models import callbacks, carry, features, precision, warm_start
+from models import callbacks, carry, corpus_text, features, precision, warm_start
 from models import model as char_model
 from models.settings import ModelSettings, TrainSettings
 
@@ -183,16 +184,20 @@ def run_fn(fn_args) -> None:
     vocab_size = len(vocab) + features.NUM_RESERVED_IDS
     schema = tft_output.transformed_metadata.schema
 
+    repeat = train.steps_per_epoch is not None
     if train.carry_state:
         carry.check_strategy(strategy)
-        text, seq_length = carry.read_in_corpus_order(fn_args.train_files, fn_args.data_accessor,
-                                                      schema)
-        train_ds = carry.stream_dataset(text, train.batch_size, seq_length,
-                                        repeat=train.steps_per_epoch is not None)
+        text, seq_length = corpus_text.read_in_corpus_order(
+            fn_args.train_files, fn_args.data_accessor, schema, "train.carry_state")
+        train_ds = carry.stream_dataset(text, train.batch_size, seq_length, repeat)
+    elif train.shift_windows:
+        text, seq_length = corpus_text.read_in_corpus_order(
+            fn_args.train_files, fn_args.data_accessor, schema, "train.shift_windows")
+        train_ds = corpus_text.shifted_windows(text, train.batch_size, seq_length, train.seed,
+                                               repeat)
     else:
         train_ds = input_fn(fn_args.train_files, fn_args.data_accessor, schema,
-                            train.batch_size, shuffle=True,
-                            repeat=train.steps_per_epoch is not None, seed=train.seed)
+                            train.batch_size, shuffle=True, repeat=repeat, seed=train.seed)
     eval_ds = input_fn(fn_args.eval_files, fn_args.data_accessor, schema, train.batch_size,
                        shuffle=False, repeat=False, seed=train.seed)
     if train.eval_steps:

@@ -45,6 +45,7 @@ RUN_FLAGS = {
     "--lr-patience": ("train", "lr_patience", int),
     "--warm-start": ("train", "warm_start", bool),
     "--carry-state": ("train", "carry_state", bool),
+    "--shift-windows": ("train", "shift_windows", bool),
     "--max-perplexity": ("eval", "max_perplexity", float),
     "--max-regression": ("eval", "max_regression", float),
     "--max-latency-ms": ("infra", "max_latency_ms", float),
@@ -94,6 +95,8 @@ FLAG_HELP = {
     "--carry-state": "train on batch-size contiguous streams of the text, each batch's last "
                      "RNN state the first of the next (truncated back-propagation; stream "
                      "mode; evaluation still starts each record from zero)",
+    "--shift-windows": "cut the text into windows anew each epoch, from a random offset "
+                       "(stream mode)",
     "--max-perplexity": "bless only a model whose eval perplexity (per character) is at most "
                         "this (default: the corpus' distinct characters, i.e. uniform guessing)",
     "--max-regression": "bless only a model no worse than the latest blessed one by more than "

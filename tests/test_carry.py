@@ -1,12 +1,10 @@
-"""Training with carried state: the streams, their order, and the state from step to step."""
-import random
-
+"""Training with carried state: the streams and the state from step to step."""
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
 
-from models import carry, features, model, trainer
+from models import carry, model, trainer
 from models.settings import ModelSettings, TrainSettings
 from test_trainer import _Interrupt  # a kill as an epoch begins
 
@@ -31,57 +29,6 @@ def test_each_row_goes_on_where_it_stopped_one_step_before():
 def test_too_little_text_for_the_streams_is_refused_with_what_to_change():
     with pytest.raises(ValueError, match=r"12 characters.*batch_size = 3.*--batch-size"):
         carry.stream_batches(np.arange(12), B, T)
-
-
-def _files():
-    """Two spans' files as the ExampleGen cuts them: windows of T + 1, a short last one."""
-    rng = np.random.default_rng(0)
-    return {(span, index): rng.integers(2, 40, size=length)
-            for (span, index), length in {(3, 0): 26, (3, 1): 13, (20240101, 0): 19}.items()}
-
-
-def _write_shuffled(path, files, with_position=True):
-    records = [(text[i:i + T + 1], (span, index, i // (T + 1)))
-               for (span, index), text in files.items() for i in range(0, len(text), T + 1)]
-    random.Random(1).shuffle(records)
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for ids, position in records:
-            feature = {features.IDS_KEY: tf.train.Feature(
-                int64_list=tf.train.Int64List(value=ids))}
-            if with_position:
-                feature[features.POSITION_KEY] = tf.train.Feature(
-                    int64_list=tf.train.Int64List(value=position))
-            writer.write(tf.train.Example(
-                features=tf.train.Features(feature=feature)).SerializeToString())
-
-
-def _read(path, spec):
-    from tensorflow_transform.tf_metadata import schema_utils
-    from tfx.components.trainer import fn_args_utils
-    from tfx_bsl.public import tfxio
-    accessor = fn_args_utils.DataAccessor(
-        tf_dataset_factory=lambda files, options, schema: tfxio.TFExampleRecord(
-            file_pattern=files, schema=schema).TensorFlowDataset(options),
-        record_batch_factory=None, data_view_decode_fn=None)
-    return carry.read_in_corpus_order([str(path)], accessor,
-                                      schema_utils.schema_from_feature_spec(spec))
-
-
-def test_shuffled_records_are_read_back_in_corpus_order(tmp_path):
-    files = _files()
-    _write_shuffled(tmp_path / "train.tfrecord", files)
-    text, seq_length = _read(tmp_path / "train.tfrecord", {
-        features.IDS_KEY: tf.io.VarLenFeature(tf.int64),
-        features.POSITION_KEY: tf.io.FixedLenFeature([3], tf.int64)})
-    # Span by span (3 before 20240101), file by file: each file's text whole again.
-    assert (text == np.concatenate([files[3, 0], files[3, 1], files[20240101, 0]])).all()
-    assert seq_length == T
-
-
-def test_records_without_their_position_are_refused_by_name(tmp_path):
-    _write_shuffled(tmp_path / "train.tfrecord", _files(), with_position=False)
-    with pytest.raises(ValueError, match="no 'position' feature.*run the pipeline again"):
-        _read(tmp_path / "train.tfrecord", {features.IDS_KEY: tf.io.VarLenFeature(tf.int64)})
 
 
 class _Steps(tf_keras.callbacks.Callback):

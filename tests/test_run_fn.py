@@ -1,6 +1,6 @@
 """The Trainer's run_fn as TFX calls it, in this process: the precision it trains in (and
 puts back), the bf16 export against the same weights in float32, carried state from the
-Transform output to an export without it."""
+Transform output to an export without it, windows cut anew from the text it reads."""
 import dataclasses
 import random
 
@@ -9,7 +9,7 @@ import tensorflow as tf
 import tf_keras
 
 from components import text_records
-from models import carry, export, features, model, trainer
+from models import corpus_text, export, features, model, trainer
 from models.settings import ModelSettings, TrainSettings
 
 SEQ_LENGTH = 10
@@ -153,7 +153,7 @@ def test_carried_state_trains_on_the_text_in_order_and_exports_without_it(
         read["text"], read["seq_length"] = READ(*args)
         return read["text"], read["seq_length"]
 
-    monkeypatch.setattr(carry, "read_in_corpus_order", reading)
+    monkeypatch.setattr(corpus_text, "read_in_corpus_order", reading)
     # In bf16: the carried state is float32, the layers' state inputs bf16.
     trainer.run_fn(_fn_args(transformed, tmp_path, _train(precision="mixed_bfloat16",
                                                           carry_state=True)))
@@ -166,7 +166,24 @@ def test_carried_state_trains_on_the_text_in_order_and_exports_without_it(
     assert _variable_shapes(tmp_path / "model") == network
 
 
-READ = carry.read_in_corpus_order
+def test_shifted_windows_train_on_the_text_read_in_order(transformed, tmp_path, monkeypatch):
+    cut = {}
+
+    def cutting(text, batch_size, seq_length, seed, repeat):
+        cut.update(text=text, seq_length=seq_length, seed=seed)
+        return SHIFTED(text, batch_size, seq_length, seed, repeat)
+
+    monkeypatch.setattr(corpus_text, "shifted_windows", cutting)
+    trainer.run_fn(_fn_args(transformed, tmp_path, _train(shift_windows=True, seed=5)))
+    # The windows were cut from the text whole and in order, with the run's seed; the model
+    # trained on them and was exported.
+    assert cut["text"].tolist() == transformed["train_ids"]
+    assert cut["seq_length"] == SEQ_LENGTH and cut["seed"] == 5
+    assert tf.saved_model.load(str(tmp_path / "model")).signatures[features.SCORE_SIGNATURE]
+
+
+READ = corpus_text.read_in_corpus_order
+SHIFTED = corpus_text.shifted_windows
 
 
 def _variable_shapes(saved_model):
