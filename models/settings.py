@@ -68,9 +68,10 @@ class TrainSettings:
     # the first state of the next, zeroed as each epoch starts (models/carry.py).
     # Evaluation still reads each record from a zero state.
     carry_state: bool = False
-    # Windows cut anew each epoch from a random offset (stream mode; not with carry_state):
-    # the same text with new window boundaries, so a character is not always read at the
-    # same distance from its window's zero state (models/corpus_text.py).
+    # Windows cut anew each epoch from a random offset: the same text with new window
+    # boundaries, so a character is not always read at the same distance from its window's
+    # zero state (models/corpus_text.py). Stream mode without carry_state only: a line is
+    # read whole, and carried state's streams are the text in order; there it does nothing.
     shift_windows: bool = False
 
 

@@ -190,7 +190,7 @@ def run_fn(fn_args) -> None:
         text, seq_length = corpus_text.read_in_corpus_order(
             fn_args.train_files, fn_args.data_accessor, schema, "train.carry_state")
         train_ds = carry.stream_dataset(text, train.batch_size, seq_length, repeat)
-    elif train.shift_windows:
+    elif train.shift_windows and config["mode"] == "stream":
         text, seq_length = corpus_text.read_in_corpus_order(
             fn_args.train_files, fn_args.data_accessor, schema, "train.shift_windows")
         train_ds = corpus_text.shifted_windows(text, train.batch_size, seq_length, train.seed,

@@ -96,7 +96,7 @@ FLAG_HELP = {
                      "RNN state the first of the next (truncated back-propagation; stream "
                      "mode; evaluation still starts each record from zero)",
     "--shift-windows": "cut the text into windows anew each epoch, from a random offset "
-                       "(stream mode)",
+                       "(stream mode; lines are read whole, and --carry-state reads streams)",
     "--max-perplexity": "bless only a model whose eval perplexity (per character) is at most "
                         "this (default: the corpus' distinct characters, i.e. uniform guessing)",
     "--max-regression": "bless only a model no worse than the latest blessed one by more than "

@@ -246,13 +246,6 @@ class Config:
                    "turn carry_state off")
         _check(isinstance(t.shift_windows, bool), "train.shift_windows (--shift-windows)",
                t.shift_windows, "must be true or false")
-        if t.shift_windows:
-            _check(d.mode == "stream", "train.shift_windows (--shift-windows)", t.shift_windows,
-                   f"needs data.mode = 'stream': in {d.mode!r} mode each record is a text of "
-                   "its own, not a window of a longer one; use --mode stream or turn "
-                   "shift_windows off")
-            _check(not t.carry_state, "train.shift_windows (--shift-windows)", t.shift_windows,
-                   "and train.carry_state both cut the text their own way; turn one off")
         return self
 
 

@@ -99,15 +99,11 @@ def test_too_little_text_for_two_windows_is_refused_with_what_to_change():
         corpus_text.shifted_windows(np.arange(9), 4, T, seed=0, repeat=False)
 
 
-def test_the_flag_sets_it_and_lines_mode_or_carried_state_refuse_it():
+def test_the_flag_sets_it():
     import textgen_cli
     from pipeline import cli, configs
     assert configs.Config().train.shift_windows is False
     args = textgen_cli.build_parser().parse_args(["run", "--shift-windows"])
     assert cli.config_from_args(args, preset="default").train.shift_windows is True
-    with pytest.raises(configs.ConfigError, match=r"train.shift_windows.*'stream'.*'lines'"):
-        configs.load(overrides={"data": {"mode": "lines"}, "train": {"shift_windows": True}})
-    with pytest.raises(configs.ConfigError, match="shift_windows.*carry_state.*turn one off"):
-        configs.load(overrides={"train": {"shift_windows": True, "carry_state": True}})
     with pytest.raises(configs.ConfigError, match="train.shift_windows.*true or false"):
         configs.load(overrides={"train": {"shift_windows": 1}})

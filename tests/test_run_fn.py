@@ -182,6 +182,17 @@ def test_shifted_windows_train_on_the_text_read_in_order(transformed, tmp_path, 
     assert tf.saved_model.load(str(tmp_path / "model")).signatures[features.SCORE_SIGNATURE]
 
 
+def test_lines_are_read_whole_whatever_shift_windows_says(transformed, tmp_path, monkeypatch):
+    def refuse(*args):
+        raise AssertionError("lines mode cut the text into windows")
+
+    monkeypatch.setattr(corpus_text, "read_in_corpus_order", refuse)
+    args = _fn_args(transformed, tmp_path, _train(shift_windows=True))
+    args.custom_config["mode"] = "lines"
+    trainer.run_fn(args)
+    assert (tmp_path / "model" / "saved_model.pb").exists()
+
+
 READ = corpus_text.read_in_corpus_order
 SHIFTED = corpus_text.shifted_windows
 

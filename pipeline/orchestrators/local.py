@@ -114,9 +114,13 @@ def _run_locked(config, corpus, input_base, pattern, bound, pipeline_root,
     m, t = config.model, config.train
     schedule = (f"decaying over {t.epochs} epochs" if t.lr_schedule == "cosine" else
                 "cut at plateaus" if t.lr_factor < 1 else "constant")
-    logger.info("recipe: preset %s (%s): %s %d×%d, dropout %g; batch %d, learning rate %g %s%s, "
+    stream = config.data.mode == "stream"
+    windows = ("carried state" if t.carry_state and stream else
+               "windows cut anew each epoch" if t.shift_windows and stream else "")
+    logger.info("recipe: preset %s (%s): %s %d×%d, dropout %g; batch %d%s, learning rate %g %s%s, "
                 "at most %d epochs%s", preset[0], preset[1], m.cell.upper(),
-                m.rnn_layers, m.rnn_units, m.dropout, t.batch_size, t.learning_rate, schedule,
+                m.rnn_layers, m.rnn_units, m.dropout, t.batch_size,
+                f" ({windows})" if windows else "", t.learning_rate, schedule,
                 f", weights' moving average {t.ema_momentum:g}" if t.ema_momentum else "",
                 t.epochs,
                 f" or {t.max_cpu_minutes:g} CPU-minutes" if t.max_cpu_minutes else "")
