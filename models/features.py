@@ -15,7 +15,8 @@ IDS_KEY = "ids"
 
 # Where the ExampleGen cut a record: (span, file index within the span, record index within
 # the file), int64 ×3, passed through by Transform. Beam shuffles the records as it writes
-# them; training with carried state (models/carry.py) puts them back in corpus order by it.
+# them; carried state and shifted windows (models/corpus_text.py) put them back in
+# corpus order by it.
 POSITION_KEY = "position"
 
 # Name of the tf.Transform vocabulary asset (stored as tfrecord_gzip, because the

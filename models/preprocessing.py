@@ -46,7 +46,7 @@ def preprocessing_fn(inputs: Dict[str, Any], custom_config: Optional[Dict[str, A
     vocab_ids = tft.apply_vocabulary(chars, vocab, default_value=-1, file_format="tfrecord_gzip")
     ids = tf.ragged.map_flat_values(ids_from_vocab_ids, vocab_ids)
     outputs = {features.IDS_KEY: ids.to_sparse()}
-    # Where each record was cut, for training with carried state (models/carry.py).
+    # Where each record was cut, for carried state and shifted windows (models/corpus_text.py).
     # Examples made without it (a schema of `text` alone) train as before.
     if features.POSITION_KEY in inputs:
         outputs[features.POSITION_KEY] = inputs[features.POSITION_KEY]

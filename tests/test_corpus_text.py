@@ -9,6 +9,7 @@ from models import corpus_text, features
 
 T = 5  # characters a window, less one
 
+
 def _files():
     """Two spans' files as the ExampleGen cuts them: windows of T + 1, a short last one."""
     rng = np.random.default_rng(0)
