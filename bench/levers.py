@@ -61,6 +61,9 @@ LEVERS: Dict[str, tuple] = {
     "auto_30_batch32_shift": ("`auto_30` with batches of 32 and the windows cut anew each "
                               "epoch (`--batch-size 32 --shift-windows`)",
                               [*AUTO_30[:-1], "--batch-size", "32", "--shift-windows"]),
+    "fast": ("`--preset fast` as it ships (30 CPU-minute budget, windows cut anew each epoch), "
+             "whatever `auto` picks on the machine",
+             ["--preset", "fast"]),
     "quality": ("`--preset quality` (2 CPU-hour budget)", ["--preset", "quality"]),
     "quality_shift": ("`--preset quality` with the windows cut anew each epoch",
                       ["--preset", "quality", "--shift-windows"]),
