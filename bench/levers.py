@@ -83,6 +83,26 @@ def run_name(lever: str, seed: int) -> str:
     return f"{lever}_seed{seed}"
 
 
+def cpu_kind(machine: Dict) -> str:
+    """What a run's figures hold for: the CPU's name and its fastest bf16 path. A lever's
+    figures differ by CPU kind (`auto` even picks a different preset), so runs of one lever
+    on two kinds are kept, and averaged, apart."""
+    flags = machine["vector_extensions"].split()
+    if any(f.startswith("amx") for f in flags):
+        native = "AMX"
+    elif "avx512_bf16" in flags:
+        native = "AVX512_BF16"
+    elif any(f.startswith("avx512") for f in flags):
+        native = "AVX-512, no bf16"
+    else:
+        native = "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{machine['cpu']}, {native}"
+
+
+def run_key(lever: str, seed: int, machine: Dict) -> str:
+    return f"{run_name(lever, seed)} on {cpu_kind(machine)}"
+
+
 def _textgen() -> str:
     return os.path.join(os.path.dirname(sys.executable), "textgen")
 
@@ -139,15 +159,14 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     machine = common.machine()
     for lever in levers:
         for seed in map(int, args.seeds.split(",")):
-            name = run_name(lever, seed)
-            if name in results["runs"] and results["runs"][name]["machine"]["cpu"] == \
-                    machine["cpu"]:
-                print(f"{name}: done before, kept", flush=True)
+            name, key = run_name(lever, seed), run_key(lever, seed, machine)
+            if key in results["runs"]:
+                print(f"{key}: done before, kept", flush=True)
                 continue
-            print(f"{name}: textgen run {' '.join(LEVERS[lever][1])} --seed {seed}", flush=True)
-            results["runs"][name] = {**run_lever(lever, seed, args.data), "machine": machine}
+            print(f"{key}: textgen run {' '.join(LEVERS[lever][1])} --seed {seed}", flush=True)
+            results["runs"][key] = {**run_lever(lever, seed, args.data), "machine": machine}
             common.save_result(RESULTS, results)
-            r = results["runs"][name]
+            r = results["runs"][key]
             print(f"{name}: {r['cpu_minutes']:.1f} CPU-min, Evaluator "
                   f"{r['evaluator_nats']:.4f}, nanoGPT protocol "
                   f"{r['protocols']['nanogpt_nats']:.4f}", flush=True)
@@ -161,19 +180,20 @@ def section(r) -> str:
         return "Not measured yet: `.venv/bin/python -m bench.levers`.\n"
     lines = ["| run | CPU | epochs (eval loss each) | exported | CPU-min | Evaluator nats/char "
              "| nanoGPT protocol |", "|" + " --- |" * 7]
-    by_lever: Dict[str, List[Dict]] = {}
-    for name, run in r["runs"].items():
-        by_lever.setdefault(run["lever"], []).append(run)
+    by_lever: Dict[tuple, List[Dict]] = {}
+    for run in r["runs"].values():
+        by_lever.setdefault((run["lever"], cpu_kind(run["machine"])), []).append(run)
         losses = ", ".join(f"{e['val_loss']:.4f}" for e in run["epochs"])
-        lines.append(f"| {name} | {run['machine']['cpu']} ({run['machine']['vector_extensions']},"
-                     f" {run['precision']}) | {losses} | {run['exported_epoch']} | "
+        lines.append(f"| {run_name(run['lever'], run['seed'])} | {run['machine']['cpu']} "
+                     f"({run['machine']['vector_extensions']}, {run['precision']}) | {losses} | "
+                     f"{run['exported_epoch']} | "
                      f"{run['cpu_minutes']:.1f} | {run['evaluator_nats']:.4f} | "
                      f"{run['protocols']['nanogpt_nats']:.4f} |")
-    lines += ["", "| lever | what | seeds | nanoGPT protocol: mean (spread) | CPU-min: mean |",
-              "|" + " --- |" * 5]
-    for lever, runs in by_lever.items():
+    lines += ["", "| lever | CPU | what | seeds | nanoGPT protocol: mean (spread) | "
+              "CPU-min: mean |", "|" + " --- |" * 6]
+    for (lever, kind), runs in by_lever.items():
         nano = [run["protocols"]["nanogpt_nats"] for run in runs]
-        lines.append(f"| {lever} | {LEVERS[lever][0] if lever in LEVERS else '-'} | "
+        lines.append(f"| {lever} | {kind} | {LEVERS[lever][0] if lever in LEVERS else '-'} | "
                      f"{', '.join(str(run['seed']) for run in runs)} | "
                      f"{statistics.mean(nano):.4f} ({max(nano) - min(nano):.4f}) | "
                      f"{statistics.mean(run['cpu_minutes'] for run in runs):.1f} |")

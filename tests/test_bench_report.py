@@ -311,14 +311,28 @@ def test_the_levers_section_gives_each_run_and_each_levers_mean_and_spread():
     from bench import levers
     assert "Not measured yet" in levers.section(None)
 
-    def run(lever, seed, nanogpt):
+    def run(lever, seed, nanogpt, flags="avx avx2 fma"):
         return {"lever": lever, "seed": seed, "epochs": [
             {"epoch": 1, "loss": 2.0, "val_loss": 1.9, "cpu_seconds": 300.0},
             {"epoch": 2, "loss": 1.6, "val_loss": 1.55, "cpu_seconds": 300.0}],
             "exported_epoch": 2, "precision": "float32", "cpu_minutes": 10.0,
             "evaluator_nats": 1.55, "protocols": {"nanogpt_nats": nanogpt},
-            "machine": {"cpu": "AMD EPYC", "vector_extensions": "avx avx2 fma"}}
+            "machine": {"cpu": "AMD EPYC", "vector_extensions": flags}}
     text = levers.section({"runs": {
-        "auto_30_seed42": run("auto_30", 42, 1.46), "auto_30_seed7": run("auto_30", 7, 1.44)}})
+        "a": run("auto_30", 42, 1.46), "b": run("auto_30", 7, 1.44),
+        "c": run("auto_30", 42, 1.40, flags="avx2 avx512f avx512_bf16")}})
     assert "| auto_30_seed42 | AMD EPYC (avx avx2 fma, float32) | 1.9000, 1.5500 | 2 |" in text
-    assert "| auto_30 |" in text and "| 42, 7 | 1.4500 (0.0200) | 10.0 |" in text
+    # One lever's runs on two CPU kinds are averaged apart.
+    assert "| auto_30 | AMD EPYC, AVX2 |" in text and "| 42, 7 | 1.4500 (0.0200) | 10.0 |" in text
+    assert "| auto_30 | AMD EPYC, AVX512_BF16 |" in text and "| 42 | 1.4000 (0.0000) |" in text
+
+
+def test_lever_runs_are_kept_apart_by_cpu_kind():
+    from bench import levers
+    avx2 = {"cpu": "AMD EPYC", "vector_extensions": "avx avx2 fma"}
+    amx = {"cpu": "Intel(R) Xeon(R) Processor",
+           "vector_extensions": "avx2 avx512_bf16 avx512f amx_bf16 amx_tile"}
+    assert levers.run_key("fast", 42, avx2) == "fast_seed42 on AMD EPYC, AVX2"
+    assert levers.run_key("fast", 42, amx) == "fast_seed42 on Intel(R) Xeon(R) Processor, AMX"
+    assert levers.cpu_kind({"cpu": "AMD EPYC", "vector_extensions": "avx2 avx512f"}) == \
+        "AMD EPYC, AVX-512, no bf16"
