@@ -75,6 +75,23 @@ class TrainSettings:
     shift_windows: bool = False
 
 
+# What the Trainer reads (train_input): the Transform's records, shuffled; the train split as
+# contiguous streams with the state carried (models/carry.py); or the train split cut into
+# windows anew each epoch (models/corpus_text.py).
+RECORDS, CARRIED_STATE, SHIFTED_WINDOWS = "records", "carried state", "windows cut anew each epoch"
+
+
+def train_input(train: TrainSettings, mode: str) -> str:
+    """The input a run trains from, decided here once for the Trainer and the run's recipe
+    line. Both text inputs need stream mode, whose records are slices of one text (a line is
+    read whole); carried state wins over shifted windows, whose cuts would break its streams."""
+    if mode != "stream":
+        return RECORDS
+    if train.carry_state:
+        return CARRIED_STATE
+    return SHIFTED_WINDOWS if train.shift_windows else RECORDS
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplingSettings:
     """How text is drawn when the caller does not say: `textgen generate`, the client

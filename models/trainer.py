@@ -25,6 +25,7 @@ import tf_keras
 
 from models import callbacks, carry, corpus_text, features, precision, warm_start
 from models import model as char_model
+from models import settings
 from models.settings import ModelSettings, TrainSettings
 
 logger = logging.getLogger(__name__)
@@ -185,12 +186,13 @@ def run_fn(fn_args) -> None:
     schema = tft_output.transformed_metadata.schema
 
     repeat = train.steps_per_epoch is not None
-    if train.carry_state:
+    source = settings.train_input(train, config["mode"])
+    if source == settings.CARRIED_STATE:
         carry.check_strategy(strategy)
         text, seq_length = corpus_text.read_in_corpus_order(
             fn_args.train_files, fn_args.data_accessor, schema, "train.carry_state")
         train_ds = carry.stream_dataset(text, train.batch_size, seq_length, repeat)
-    elif train.shift_windows and config["mode"] == "stream":
+    elif source == settings.SHIFTED_WINDOWS:
         text, seq_length = corpus_text.read_in_corpus_order(
             fn_args.train_files, fn_args.data_accessor, schema, "train.shift_windows")
         train_ds = corpus_text.shifted_windows(text, train.batch_size, seq_length, train.seed,

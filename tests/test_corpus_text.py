@@ -108,3 +108,15 @@ def test_the_flag_sets_it():
     assert cli.config_from_args(args, preset="default").train.shift_windows is True
     with pytest.raises(configs.ConfigError, match="train.shift_windows.*true or false"):
         configs.load(overrides={"train": {"shift_windows": 1}})
+
+
+def test_the_train_input_is_chosen_once_for_trainer_and_recipe_line():
+    from models.settings import (CARRIED_STATE, RECORDS, SHIFTED_WINDOWS, TrainSettings,
+                                 train_input)
+    assert train_input(TrainSettings(), "stream") == RECORDS
+    assert train_input(TrainSettings(shift_windows=True), "stream") == SHIFTED_WINDOWS
+    # Carried state reads the text in order: shifting would break its streams.
+    assert train_input(TrainSettings(carry_state=True, shift_windows=True),
+                       "stream") == CARRIED_STATE
+    # A line is read whole, whatever a preset turned on.
+    assert train_input(TrainSettings(shift_windows=True), "lines") == RECORDS

@@ -10,6 +10,7 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from models import settings
 from models.settings import DEFAULT_SAMPLING
 from pipeline import configs, corpus as corpus_lib, logs
 from pipeline.lock import PipelineLock, local_lock_dir
@@ -114,9 +115,8 @@ def _run_locked(config, corpus, input_base, pattern, bound, pipeline_root,
     m, t = config.model, config.train
     schedule = (f"decaying over {t.epochs} epochs" if t.lr_schedule == "cosine" else
                 "cut at plateaus" if t.lr_factor < 1 else "constant")
-    stream = config.data.mode == "stream"
-    windows = ("carried state" if t.carry_state and stream else
-               "windows cut anew each epoch" if t.shift_windows and stream else "")
+    source = settings.train_input(t, config.data.mode)
+    windows = "" if source == settings.RECORDS else source
     logger.info("recipe: preset %s (%s): %s %d×%d, dropout %g; batch %d%s, learning rate %g %s%s, "
                 "at most %d epochs%s", preset[0], preset[1], m.cell.upper(),
                 m.rnn_layers, m.rnn_units, m.dropout, t.batch_size,
