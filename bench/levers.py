@@ -21,10 +21,10 @@ from typing import Dict, List, Optional
 
 from bench import common
 
-# name → (what it is, `textgen run` flags). `--preset auto` trains `fast` on a CPU without
-# native bf16 and `default` where bf16 runs: the recipe `make run` trains on that machine.
-# The `auto_30` levers were measured before `fast` cut its windows anew each epoch, and keep
-# the fixed windows they were measured with.
+# name → (what it is, `textgen run` flags). `--preset auto` is the recipe `make run` trains
+# on the machine: `fast` on a CPU since 2026-12-06 (before, `default` where bf16 runs). The
+# `auto_30` levers were measured on an AVX2-only CPU before `fast` cut its windows anew each
+# epoch, and keep the fixed windows they were measured with.
 AUTO_30 = ["--preset", "auto", "--max-cpu-minutes", "30", "--no-shift-windows"]
 LEVERS: Dict[str, tuple] = {
     "auto_30": ("`make run`'s recipe (`--preset auto`), a 30 CPU-minute budget, the ExampleGen's "

@@ -295,8 +295,8 @@ def quality_section(r: Optional[Dict]) -> str:
 # default recipe's target.
 TARGETS = (1.54, 1.50)
 # The tutorial's runs and the recipes set side by side with each (run on the same machine):
-# the default and the preset made for speed; on an AVX2-only CPU, `fast` (what `--preset
-# auto` picks there) and the `default` preset.
+# the default and the preset made for speed (what `--preset auto` picks on a CPU); on an
+# AVX2-only CPU, `fast` and the `default` preset.
 SIDE_BY_SIDE = {"tutorial": ("default", "fast"),
                 "tutorial_avx2": ("fast_onednn_avx2", "fast_ema_avx2", "fast_avx2", "default_avx2")}
 
@@ -410,8 +410,8 @@ def time_to_quality_section(r: Optional[Dict]) -> str:
            "from a zero state); nanoGPT = its protocol (256-character windows, all positions) "
            "at the exported epoch. CPU-minutes = the training process's CPU time, evaluation "
            "after each epoch included (2 cores: wall time is about half). What `textgen run` "
-           "trains (`--preset auto`): the `default` preset where training runs in bf16 or on a "
-           "GPU, `fast` on a CPU without native bf16 (the `fast_avx2` row).\n",
+           "trains (`--preset auto`): `fast` on a CPU (in bf16 where it runs natively; the "
+           "`fast_avx2` row in float32), the `default` preset on a GPU.\n",
            table(["recipe", "what", "CPU", "precision", "network", "batch / lr", "best epoch",
                   "eval nats/char", "nanoGPT protocol", "CPU-min",
                   *[f"CPU-min to ≤ {level}" for level in TARGETS], "stopped"], rows)]

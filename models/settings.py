@@ -3,8 +3,9 @@ sampling rule defined here, once.
 
 Beside the model as nanoGPT keeps GPTConfig beside GPT; `pipeline/configs.py` imports
 these. No TensorFlow here, so the command line validates settings in milliseconds.
-The defaults are the recipe measured to reach the best eval loss within a 2-core CPU's
-half hour (docs/benchmarks.md, "Time to quality"); `pipeline/presets/` holds the others.
+The defaults are the recipe measured to reach the best eval loss within about a CPU-hour
+where training runs in bf16 (docs/benchmarks.md, "Time to quality"); `pipeline/presets/`
+holds the others, among them `fast`, what `make run` trains on a CPU.
 """
 import dataclasses
 import math

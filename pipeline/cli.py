@@ -123,8 +123,8 @@ def _add_config_flags(p, preset_default: str) -> None:
                    "bf16 or on a GPU; fast = past the tutorial's best level in a fraction of "
                    "its time; quality = the best model within about 2 CPU-hours; tutorial = "
                    "the TensorFlow tutorial's exact model and training"
-                   + ("; auto = default, or fast on a CPU without native bf16 (avx512_bf16, "
-                      "amx_bf16)" if preset_default == "auto" else "")
+                   + ("; auto = fast on a CPU (in bf16 where it runs natively), default on a "
+                      "GPU" if preset_default == "auto" else "")
                    + f" (default: {preset_default})")
     p.add_argument("--config", help="TOML or YAML file with [data] [model] [train] [eval] [infra] "
                    "[run] [metadata] [vertex] sections (see docs/scheduling.md); flags override it")

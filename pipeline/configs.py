@@ -312,21 +312,20 @@ AUTO_PRESET = "auto"
 
 def choose_preset(flags: Optional[Iterable[str]] = None, gpu: Optional[bool] = None,
                   onednn: Optional[bool] = None) -> Tuple[str, str]:
-    """(preset, why) for `--preset auto`: the recipe this machine trains best in an hour.
+    """(preset, why) for `--preset auto`: the recipe this machine trains best in half an hour.
 
-    The built-in default (LSTM 1024) is that recipe where training runs in bf16 or on a GPU.
-    Where the CPU has no native bf16 it trains in float32 at 1.5x the tutorial's cost a step
-    and reaches the tutorial's early levels later; the `fast` network (GRU 768, 0.44x the
-    tutorial's step there) reaches each of them sooner (docs/benchmarks.md, "Time to
-    quality"). Facts can be injected, as in models/precision.py.
+    On every CPU that is `fast` (GRU 768 under a 30 CPU-minute budget), in bf16 where the
+    CPU runs it natively and in float32 elsewhere: on a 2-core AVX2-only CPU and on a 2-core
+    AMX one it stopped by itself within the budget below nanoGPT's 1.45, where the default
+    LSTM 1024 took 45 CPU-minutes in bf16 and 1.5x the tutorial's step in float32
+    (docs/benchmarks.md, "Time to quality" and the levers). A GPU trains the default
+    network. Facts can be injected, as in models/precision.py.
     """
     gpu = precision.nvidia_gpu_present() if gpu is None else gpu
     if gpu:
         return "default", "auto: a GPU trains the default network"
     policy, why = precision.choose("auto", flags, gpus=(), onednn=onednn)
-    if policy == "float32":
-        return "fast", f"{why}: the default's LSTM 1024 would train in float32 there"
-    return "default", why
+    return "fast", f"{why}; a CPU trains the fast network, here in {policy}"
 
 
 def resolve_preset(name: str) -> Tuple[str, str]:
