@@ -39,9 +39,10 @@ run: install
 
 # One pytest worker per core (pytest-xdist), a test file per worker at a time, so that a
 # module's fixtures are made once; the suite's pipeline runs are mostly single-threaded.
+# Files go out in collection order, the longest first (tests/conftest.py's LONGEST_FIRST).
 # The slowest tests' times are listed at the end: where the suite's minutes go.
 test: install
-	$(VENV)/bin/pytest -q -n auto --dist loadfile --durations=15 tests
+	$(VENV)/bin/pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 # Benchmarks measure, they do not pass or fail; results go to bench/results/, the report
 # to docs/benchmarks.md. One at a time: they compete for the same cores.

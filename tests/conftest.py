@@ -14,6 +14,23 @@ import models  # noqa: F401 - sets TensorFlow's environment (TF_USE_LEGACY_KERAS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 
+# The files that run whole pipelines in their fixtures, longest first (their times on a
+# 2-core AMX Xeon, 2026-12-06: Airflow's ticks about 13 min, the end-to-end runs 11, the
+# installed Beam run 6, ...). `make test` gives each pytest-xdist worker a file at a time
+# in collection order (--no-loadscope-reorder: xdist would otherwise start the files with
+# the most tests, leaving these few-test, long files to the end, one worker running the
+# last of them alone); started first, the short files fill in around them.
+LONGEST_FIRST = ("test_airflow.py", "test_pipeline_e2e.py", "test_packaging.py",
+                 "test_concurrent_runs.py", "test_faults_run.py", "test_distribution.py",
+                 "test_metadata_mysql.py", "test_reliability_load.py", "test_pusher.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    # Stable: a file's own tests keep their order, and so do the other files.
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))
+
+
 # A small vocabulary with a newline and a non-ASCII character, for models built in tests.
 TINY_VOCAB = list("abcdefgh \n:é")
 
