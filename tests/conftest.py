@@ -14,9 +14,9 @@ import models  # noqa: F401 - sets TensorFlow's environment (TF_USE_LEGACY_KERAS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 
-# The files that run whole pipelines in their fixtures, longest first (their times on a
-# 2-core AMX Xeon, 2026-12-06: Airflow's ticks about 13 min, the end-to-end runs 11, the
-# installed Beam run 6, ...). `make test` gives each pytest-xdist worker a file at a time
+# The files that run whole pipelines, longest first (`make test`'s durations on a 2-core AMX
+# Xeon, 2026-12-06: Airflow's ticks 704 s, the end-to-end file's runs 30-205 s each, the
+# installed Beam run 287 s, overlapping runs 239 s, ...). `make test` gives each pytest-xdist worker a file at a time
 # in collection order (--no-loadscope-reorder: xdist would otherwise start the files with
 # the most tests, leaving these few-test, long files to the end, one worker running the
 # last of them alone); started first, the short files fill in around them.
