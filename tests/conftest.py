@@ -16,10 +16,11 @@ SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 
 # The files that run whole pipelines, longest first (`make test`'s durations on a 2-core AMX
 # Xeon, 2026-12-06: Airflow's ticks 704 s, the end-to-end file's runs 30-205 s each, the
-# installed Beam run 287 s, overlapping runs 239 s, ...). `make test` gives each pytest-xdist worker a file at a time
-# in collection order (--no-loadscope-reorder: xdist would otherwise start the files with
-# the most tests, leaving these few-test, long files to the end, one worker running the
-# last of them alone); started first, the short files fill in around them.
+# installed Beam run 287 s, overlapping runs 239 s, ...). `make test` gives each
+# pytest-xdist worker a file at a time in collection order (--no-loadscope-reorder: xdist
+# would otherwise start the files with the most tests, leaving these few-test, long files
+# to the end, one worker running the last of them alone); started first, the short files
+# fill in around them.
 LONGEST_FIRST = ("test_airflow.py", "test_pipeline_e2e.py", "test_packaging.py",
                  "test_concurrent_runs.py", "test_faults_run.py", "test_distribution.py",
                  "test_metadata_mysql.py", "test_reliability_load.py", "test_pusher.py")
