@@ -70,6 +70,9 @@ LEVERS: Dict[str, tuple] = {
     "fast_gru1024": ("`fast` with a GRU of 1024 (on an AMX CPU the 768 early-stops, "
                      "overfitting, before the budget is spent)",
                      ["--preset", "fast", "--rnn-units", "1024"]),
+    "fast_weightdrop0.2": ("`fast` with DropConnect 0.2 on the GRU's recurrent matrix "
+                           "(`--weight-drop 0.2`, AWD-LSTM's regulariser)",
+                           ["--preset", "fast", "--weight-drop", "0.2"]),
     "quality": ("`--preset quality` (2 CPU-hour budget)", ["--preset", "quality"]),
     "quality_shift": ("`--preset quality` with the windows cut anew each epoch",
                       ["--preset", "quality", "--shift-windows"]),
@@ -78,6 +81,10 @@ LEVERS: Dict[str, tuple] = {
                                "each epoch: a candidate for CPUs without native bf16",
                                ["--preset", "quality", "--cell", "gru", "--rnn-units", "768",
                                 "--dropout", "0.3", "--shift-windows"]),
+    "quality_shift_weightdrop0.2": ("`quality_shift` with DropConnect 0.2 on the LSTMs' "
+                                    "recurrent matrices (`--weight-drop 0.2`)",
+                                    ["--preset", "quality", "--shift-windows",
+                                     "--weight-drop", "0.2"]),
     "quality_carry": ("`--preset quality` with carried state",
                       ["--preset", "quality", "--carry-state"]),
 }

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from models import features
+from models import features, weight_drop
 from models import model as char_model
 
 logger = logging.getLogger(__name__)
@@ -72,9 +72,9 @@ class CarriedState(tf_keras.Model):
     """Trains `core` (built with return_state=True) with its RNN's state carried from
     each batch of `batch_size` rows to the next; evaluates and predicts as `core` does."""
 
-    def __init__(self, core: tf_keras.Model, batch_size: int):
+    def __init__(self, core: tf_keras.Model, batch_size: int, weight_drop: float = 0.0):
         super().__init__(name="carried_state")
-        self.core = core
+        self.core, self.weight_drop = core, weight_drop
         ids = tf_keras.Input(shape=(None,), dtype=tf.int64, name=features.IDS_KEY)
         x, initial, final, self.carried = ids, [], [], []
         # The same layers in the same order as `core`, the RNN layers given their first
@@ -105,12 +105,12 @@ class CarriedState(tf_keras.Model):
     def get_config(self):
         # What TensorBoard shows of the model: the network and the number of streams.
         return {"core": tf_keras.saving.serialize_keras_object(self.core),
-                "batch_size": int(self.carried[0].shape[0])}
+                "batch_size": int(self.carried[0].shape[0]), "weight_drop": self.weight_drop}
 
     @classmethod
     def from_config(cls, config):
         return cls(tf_keras.saving.deserialize_keras_object(config["core"]),
-                   config["batch_size"])
+                   config["batch_size"], config["weight_drop"])
 
     def call(self, ids, training=None):
         # From a zero state, as the Evaluator reads each record.
@@ -123,11 +123,17 @@ class CarriedState(tf_keras.Model):
 
     def train_step(self, data):
         inputs, targets = data
-        with tf.GradientTape() as tape:
+
+        def forward():
             first = [tf.cast(v, s.dtype) for v, s in zip(self.carried, self.stepper.inputs[1:])]
             logits, *last = self.stepper([inputs, *first], training=True)
-            loss = self.compute_loss(inputs, targets, logits)
-        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+            return self.compute_loss(inputs, targets, logits), logits, last
+
+        # With model.weight_drop, each recurrent matrix dropped for the step (rate 0: none).
+        (_, logits, last), grads = weight_drop.gradients_with_dropped(
+            weight_drop.recurrent_kernels(self.core), self.weight_drop,
+            self.trainable_variables, self.optimizer, forward)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         # The next step reads these as a non-trainable variable's value, which the tape
         # does not watch: no gradient flows back into this step.
         for variable, state in zip(self.carried, last):

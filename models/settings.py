@@ -28,6 +28,9 @@ class ModelSettings:
     rnn_layers: int = 1
     cell: str = "lstm"  # gru or lstm
     dropout: float = 0.3  # between layers and before the output; never recurrent (cuDNN)
+    # DropConnect on each RNN layer's hidden-to-hidden matrix, one mask a training step
+    # (AWD-LSTM's weight drop; models/weight_drop.py); 0: off. One replica only.
+    weight_drop: float = 0.0
 
 
 @dataclasses.dataclass

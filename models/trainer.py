@@ -9,7 +9,8 @@ optimizer keeps the weights' moving average. `models/callbacks.py` adds what the
 
 A lever that needs its own training step overrides `train_step` in a `tf_keras.Model`
 subclass, Keras' "customizing fit" way, and keeps every callback here: truncated
-back-propagation through carried state (`train.carry_state`, models/carry.py) does. One that
+back-propagation through carried state (`train.carry_state`, models/carry.py) and the
+recurrent weights' DropConnect (`model.weight_drop`, models/weight_drop.py) do. One that
 needs its own input reads the text from models/corpus_text.py (`train.shift_windows`).
 """
 import dataclasses
@@ -23,7 +24,7 @@ from typing import Any, Dict, List
 import tensorflow as tf
 import tf_keras
 
-from models import callbacks, carry, corpus_text, features, precision, warm_start
+from models import callbacks, carry, corpus_text, features, precision, warm_start, weight_drop
 from models import model as char_model
 from models import settings
 from models.settings import ModelSettings, TrainSettings
@@ -187,6 +188,8 @@ def run_fn(fn_args) -> None:
 
     repeat = train.steps_per_epoch is not None
     source = settings.train_input(train, config["mode"])
+    if model_settings.weight_drop:
+        weight_drop.check_strategy(strategy)
     if source == settings.CARRIED_STATE:
         carry.check_strategy(strategy)
         text, seq_length = corpus_text.read_in_corpus_order(
@@ -221,9 +224,14 @@ def run_fn(fn_args) -> None:
         with strategy.scope():
             model = char_model.build_model(vocab_size, model_settings,
                                            return_state=train.carry_state)
-            # With carried state, a wrapper trains `model`'s layers; `model` is exported.
-            trained = carry.CarriedState(model, train.batch_size) if train.carry_state \
-                else model
+            # With carried state or weight drop, a wrapper trains `model`'s layers with its
+            # own training step; `model` is exported.
+            if train.carry_state:
+                trained = carry.CarriedState(model, train.batch_size, model_settings.weight_drop)
+            elif model_settings.weight_drop:
+                trained = weight_drop.WeightDropped(model, model_settings.weight_drop)
+            else:
+                trained = model
             char_model.compile_model(trained, train.learning_rate, train.clipnorm,
                                      train.weight_decay, train.ema_momentum)
             started = warm_start.apply(model, vocab, char_model.shape_of(model), config["mode"],

@@ -28,6 +28,7 @@ RUN_FLAGS = {
     "--rnn-layers": ("model", "rnn_layers", int),
     "--cell": ("model", "cell", str),
     "--dropout": ("model", "dropout", float),
+    "--weight-drop": ("model", "weight_drop", float),
     "--epochs": ("train", "epochs", int),
     "--steps-per-epoch": ("train", "steps_per_epoch", int),
     "--eval-steps": ("train", "eval_steps", int),
@@ -70,6 +71,8 @@ FLAG_HELP = {
     "--rnn-layers": "number of stacked recurrent layers",
     "--cell": "recurrent cell",
     "--dropout": "dropout rate (0-1) between layers and before the output",
+    "--weight-drop": "DropConnect rate (0-1) on each recurrent layer's hidden-to-hidden "
+                     "weights, one mask a training step (0 = off; one replica only)",
     "--epochs": "training epochs at most (early stopping may end sooner)",
     "--steps-per-epoch": "batches per epoch (default: one full pass over the train split)",
     "--eval-steps": "eval batches after each epoch (default: the whole eval split)",

@@ -159,6 +159,8 @@ class Config:
         _check(m.cell in CELLS, "model.cell (--cell)", m.cell, f"must be {_one_of(CELLS)}")
         _check(_is_number(m.dropout) and 0 <= m.dropout < 1, "model.dropout (--dropout)",
                m.dropout, "must be in [0, 1)")
+        _check(_is_number(m.weight_drop) and 0 <= m.weight_drop < 1,
+               "model.weight_drop (--weight-drop)", m.weight_drop, "must be in [0, 1) (0: off)")
         _positive_int("train.epochs (--epochs)", t.epochs)
         if t.steps_per_epoch is not None:
             _positive_int("train.steps_per_epoch (--steps-per-epoch)", t.steps_per_epoch)
@@ -244,6 +246,11 @@ class Config:
                    f"trains on one replica, and vertex.trainer_gpus = {vx.trainer_gpus} "
                    "would make a replica of each GPU; set vertex.trainer_gpus to 0 or 1, or "
                    "turn carry_state off")
+        # As carry_state, models/weight_drop.py trains on one replica.
+        _check(not m.weight_drop or vx.trainer_gpus <= 1, "model.weight_drop (--weight-drop)",
+               m.weight_drop, f"trains on one replica, and vertex.trainer_gpus = "
+               f"{vx.trainer_gpus} would make a replica of each GPU; set vertex.trainer_gpus "
+               "to 0 or 1, or weight_drop to 0")
         _check(isinstance(t.shift_windows, bool), "train.shift_windows (--shift-windows)",
                t.shift_windows, "must be true or false")
         return self

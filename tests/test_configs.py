@@ -59,9 +59,10 @@ def test_unreadable_or_broken_config_file(tmp_path):
 def test_cli_flags_map_onto_the_config():
     args = textgen_cli.build_parser().parse_args(
         ["run", "--epochs", "2", "--cell", "lstm", "--max-perplexity", "9.5",
-         "--beam-arg=--direct_num_workers=2"])
+         "--weight-drop", "0.2", "--beam-arg=--direct_num_workers=2"])
     config = cli.config_from_args(args)
     assert config.train.epochs == 2 and config.model.cell == "lstm"
+    assert config.model.weight_drop == 0.2
     assert config.eval.max_perplexity == 9.5
     assert config.run.beam_args == ["--direct_num_workers=2"]
 

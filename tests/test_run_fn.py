@@ -9,7 +9,7 @@ import tensorflow as tf
 import tf_keras
 
 from components import text_records
-from models import corpus_text, export, features, model, trainer
+from models import corpus_text, export, features, model, trainer, weight_drop
 from models.settings import ModelSettings, TrainSettings
 
 SEQ_LENGTH = 10
@@ -166,6 +166,26 @@ def test_carried_state_trains_on_the_text_in_order_and_exports_without_it(
     assert _variable_shapes(tmp_path / "model") == network
 
 
+def test_weight_drop_trains_through_its_step_and_exports_the_plain_network(
+        bf16_run, transformed, tmp_path, monkeypatch):
+    rates = []
+
+    def dropping(kernels, rate, *args):
+        rates.append((len(kernels), rate))
+        return DROPPED(kernels, rate, *args)
+
+    monkeypatch.setattr(weight_drop, "gradients_with_dropped", dropping)
+    args = _fn_args(transformed, tmp_path, _train(precision="mixed_bfloat16"))
+    args.custom_config["model"]["weight_drop"] = 0.25
+    trainer.run_fn(args)
+    # The step was traced with each recurrent layer's matrix and the setting's rate...
+    assert rates and set(rates) == {(MODEL.rnn_layers, 0.25)}
+    # ...and the export holds the network's variables, nothing of the wrapper.
+    network = [(name, shape) for name, shape in _variable_shapes(bf16_run["root"] / "model")
+               if not name.startswith(("model/optimizer/", "model/keras_api/"))]
+    assert _variable_shapes(tmp_path / "model") == network
+
+
 def test_shifted_windows_train_on_the_text_read_in_order(transformed, tmp_path, monkeypatch):
     cut = {}
 
@@ -195,6 +215,7 @@ def test_lines_are_read_whole_whatever_shift_windows_says(transformed, tmp_path,
 
 READ = corpus_text.read_in_corpus_order
 SHIFTED = corpus_text.shifted_windows
+DROPPED = weight_drop.gradients_with_dropped
 
 
 def _variable_shapes(saved_model):

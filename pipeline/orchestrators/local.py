@@ -117,9 +117,11 @@ def _run_locked(config, corpus, input_base, pattern, bound, pipeline_root,
                 "cut at plateaus" if t.lr_factor < 1 else "constant")
     source = settings.train_input(t, config.data.mode)
     windows = "" if source == settings.RECORDS else source
-    logger.info("recipe: preset %s (%s): %s %d×%d, dropout %g; batch %d%s, learning rate %g %s%s, "
-                "at most %d epochs%s", preset[0], preset[1], m.cell.upper(),
-                m.rnn_layers, m.rnn_units, m.dropout, t.batch_size,
+    logger.info("recipe: preset %s (%s): %s %d×%d, dropout %g%s; batch %d%s, learning rate %g "
+                "%s%s, at most %d epochs%s", preset[0], preset[1], m.cell.upper(),
+                m.rnn_layers, m.rnn_units, m.dropout,
+                f", recurrent weights dropped {m.weight_drop:g}" if m.weight_drop else "",
+                t.batch_size,
                 f" ({windows})" if windows else "", t.learning_rate, schedule,
                 f", weights' moving average {t.ema_momentum:g}" if t.ema_momentum else "",
                 t.epochs,
