@@ -44,7 +44,7 @@ def draw_mask(shape, rate: float, dtype) -> tf.Tensor:
 
 def gradients_with_dropped(kernels: Sequence[tf.Variable], rate: float,
                            variables: Sequence[tf.Variable], optimizer,
-                           forward: Callable[[], tf.Tensor]) -> Tuple[tf.Tensor, list]:
+                           forward: Callable[[], tuple]) -> Tuple[tuple, list]:
     """(forward's result, gradients of its loss for `variables`) with `kernels` dropped.
 
     `forward()` returns (loss, anything...): run inside a tape while each kernel holds its
@@ -65,6 +65,10 @@ def gradients_with_dropped(kernels: Sequence[tf.Variable], rate: float,
     for kernel, value in zip(kernels, whole):
         kernel.assign(value)
     by_kernel = {id(kernel): mask for kernel, mask in zip(kernels, masks)}
+    # The same objects (a mixed-precision policy's wrappers included), or a dropped entry
+    # would be updated with a gradient it did not take part in.
+    if not by_kernel.keys() <= {id(v) for v in variables}:
+        raise ValueError("weight drop: a recurrent matrix is not among the trained variables")
     grads = [g * by_kernel[id(v)] if id(v) in by_kernel and g is not None else g
              for g, v in pairs]
     return result, grads
