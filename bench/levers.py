@@ -73,7 +73,8 @@ LEVERS: Dict[str, tuple] = {
     "fast_weightdrop0.2": ("`fast` with DropConnect 0.2 on the GRU's recurrent matrix "
                            "(`--weight-drop 0.2`, AWD-LSTM's regulariser)",
                            ["--preset", "fast", "--weight-drop", "0.2"]),
-    "quality": ("`--preset quality` (2 CPU-hour budget)", ["--preset", "quality"]),
+    "quality": ("`--preset quality` (2 CPU-hour budget; `quality_float32` where the CPU trains "
+                "in float32)", ["--preset", "quality"]),
     "quality_shift": ("`--preset quality` with the windows cut anew each epoch",
                       ["--preset", "quality", "--shift-windows"]),
     "quality_gru2x768_shift": ("`--preset quality` with 2 × GRU 768 (about 0.4 of the 2 × "

@@ -124,7 +124,8 @@ def _add_config_flags(p, preset_default: str) -> None:
                    help="a shipped recipe (pipeline/presets/), under --config and flags: "
                    "default = the best model within about 1 CPU-hour where training runs in "
                    "bf16 or on a GPU; fast = past the tutorial's best level in a fraction of "
-                   "its time; quality = the best model within about 2 CPU-hours; tutorial = "
+                   "its time; quality = the best model within about 2 CPU-hours (quality_float32 "
+                   "where the CPU trains in float32); tutorial = "
                    "the TensorFlow tutorial's exact model and training"
                    + ("; auto = fast on a CPU (in bf16 where it runs natively), default on a "
                       "GPU" if preset_default == "auto" else "")

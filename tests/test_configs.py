@@ -87,6 +87,44 @@ def test_auto_preset_is_fast_on_every_cpu_and_says_in_which_precision(
     assert chosen == preset and why.startswith("auto: ") and policy in why
 
 
+@pytest.mark.parametrize("flags, gpu, onednn, preset, said", [
+    (["avx", "avx2", "fma"], False, None, "quality_float32", "no native bf16"),
+    (["avx2", "avx512_bf16"], False, False, "quality_float32", "oneDNN is off"),
+    (["avx2", "avx512f", "avx512_bf16"], False, None, "quality", "avx512_bf16"),
+    (["avx2", "amx_bf16", "amx_tile"], False, None, "quality", "amx_bf16"),
+    (["avx2", "fma"], True, None, "quality", "GPU"),
+])
+def test_quality_trains_its_float32_variant_where_the_cpu_trains_in_float32(
+        flags, gpu, onednn, preset, said):
+    chosen, why = configs.choose_variant("quality", flags, gpu, onednn)
+    assert chosen == preset and said in why
+    # A preset without a variant, and the variant named itself, are taken as given.
+    for name in ("fast", "quality_float32"):
+        assert configs.choose_variant(name, flags, gpu, onednn) == (name, "set explicitly")
+
+
+def test_a_variant_is_its_base_preset_with_its_own_changes():
+    quality, variant = configs.load(preset="quality"), configs.load(preset="quality_float32")
+    assert (variant.model.cell, variant.model.rnn_units, variant.model.dropout,
+            variant.train.shift_windows) == ("gru", 768, 0.3, True)
+    assert (quality.model.cell, quality.model.rnn_units) == ("lstm", 1024)
+    # Everything else is the base's: 2 layers, the budget, the schedule, the average.
+    variant.model.cell, variant.model.rnn_units, variant.model.dropout = \
+        quality.model.cell, quality.model.rnn_units, quality.model.dropout
+    variant.train.shift_windows = quality.train.shift_windows
+    assert variant == quality
+
+
+def test_a_preset_built_on_itself_is_refused(tmp_path, monkeypatch):
+    for name, text in (("a", 'base = "b"\n'), ("b", 'base = "a"\n'), ("c", "base = 3\n")):
+        (tmp_path / f"{name}.toml").write_text(text)
+    monkeypatch.setattr(configs, "_preset_files", lambda: tmp_path)
+    with pytest.raises(ConfigError, match=r"preset b: base = 'a': must name another preset"):
+        configs.load(preset="a")
+    with pytest.raises(ConfigError, match=r"preset c: base = 3"):
+        configs.load(preset="c")
+
+
 def test_a_gpu_is_seen_from_the_driver_unless_cuda_visible_devices_hides_it(
         tmp_path, monkeypatch):
     from models import precision
