@@ -272,7 +272,9 @@ def cmd_runs(args) -> int:
 
 @_bad_input_is_cli_error
 def cmd_compile(args) -> int:
-    config = config_from_args(args)
+    # The preset as named: Vertex AI's trainer is another machine than this one, so this
+    # CPU must not pick a variant (configs.choose_variant).
+    config = config_from_args(args, args.preset)
     if args.image:
         config.vertex.image = args.image
     from pipeline.orchestrators import vertex

@@ -1,4 +1,6 @@
 """One config object: defaults < file < flags, and errors that name the setting."""
+import sys
+
 import pytest
 
 from pipeline import cli, configs
@@ -101,6 +103,25 @@ def test_quality_trains_its_float32_variant_where_the_cpu_trains_in_float32(
     # A preset without a variant, and the variant named itself, are taken as given.
     for name in ("fast", "quality_float32"):
         assert configs.choose_variant(name, flags, gpu, onednn) == (name, "set explicitly")
+
+
+def test_run_takes_the_variant_for_this_cpu_and_compile_the_preset_as_named(
+        monkeypatch, tmp_path):
+    monkeypatch.setattr(configs, "choose_variant", lambda name: ("quality_float32", "test"))
+    run = textgen_cli.build_parser().parse_args(["run", "--preset", "quality"])
+    assert cli.config_from_args(run) == configs.load(preset="quality_float32")
+    # Vertex AI trains on another machine: `compile` hands it the preset as named (the
+    # compiler itself, which imports TFX, replaced by one that keeps the config).
+    import types
+    from pipeline import orchestrators
+    compiled = []
+    fake = types.SimpleNamespace(compile_pipeline=lambda config, _: compiled.append(config) or {
+        "pipelineSpec": {"root": {"dag": {"tasks": {}}}}})
+    monkeypatch.setitem(sys.modules, "pipeline.orchestrators.vertex", fake)
+    monkeypatch.setattr(orchestrators, "vertex", fake, raising=False)
+    assert textgen_cli.main(["compile", "--target", "vertex", "--preset", "quality",
+                             "--output", str(tmp_path / "p.json")]) == 0
+    assert compiled == [configs.load(preset="quality")]
 
 
 def test_a_variant_is_its_base_preset_with_its_own_changes():
