@@ -86,6 +86,15 @@ LEVERS: Dict[str, tuple] = {
                                     "recurrent matrices (`--weight-drop 0.2`)",
                                     ["--preset", "quality", "--shift-windows",
                                      "--weight-drop", "0.2"]),
+    "quality_shift_weightdrop0.3": ("`quality_shift` with DropConnect 0.3 on the LSTMs' "
+                                    "recurrent matrices",
+                                    ["--preset", "quality", "--shift-windows",
+                                     "--weight-drop", "0.3"]),
+    "quality_shift_weightdrop0.2_cosine14": ("`quality_shift_weightdrop0.2` with the rate "
+                                             "decaying over 14 epochs (the budget holds 13 "
+                                             "on an AMX CPU) instead of 20",
+                                             ["--preset", "quality", "--shift-windows",
+                                              "--weight-drop", "0.2", "--epochs", "14"]),
     "quality_carry": ("`--preset quality` with carried state",
                       ["--preset", "quality", "--carry-state"]),
 }
