@@ -127,12 +127,14 @@ def test_run_takes_the_variant_for_this_cpu_and_compile_the_preset_as_named(
 def test_a_variant_is_its_base_preset_with_its_own_changes():
     quality, variant = configs.load(preset="quality"), configs.load(preset="quality_float32")
     assert (variant.model.cell, variant.model.rnn_units, variant.model.dropout,
-            variant.train.shift_windows) == ("gru", 768, 0.3, True)
-    assert (quality.model.cell, quality.model.rnn_units) == ("lstm", 1024)
-    # Everything else is the base's: 2 layers, the budget, the schedule, the average.
-    variant.model.cell, variant.model.rnn_units, variant.model.dropout = \
-        quality.model.cell, quality.model.rnn_units, quality.model.dropout
-    variant.train.shift_windows = quality.train.shift_windows
+            variant.model.weight_drop) == ("gru", 768, 0.3, 0.0)
+    assert (quality.model.cell, quality.model.rnn_units, quality.model.weight_drop) == \
+        ("lstm", 1024, 0.2)
+    # Everything else is the base's: 2 layers, the budget, the schedule, the average, the
+    # windows cut anew.
+    assert variant.train.shift_windows and variant.model.rnn_layers == 2
+    for name in ("cell", "rnn_units", "dropout", "weight_drop"):
+        setattr(variant.model, name, getattr(quality.model, name))
     assert variant == quality
 
 
