@@ -29,8 +29,7 @@ def check_strategy(strategy: tf.distribute.Strategy) -> None:
             f"model.weight_drop (--weight-drop) trains on one replica; this Trainer has "
             f"{strategy.num_replicas_in_sync} ({type(strategy).__name__}: TF_CONFIG's "
             "cluster or several GPUs): set it to 0 (`--weight-drop 0`; the quality preset sets "
-            "0.2), or train on one worker with one "
-            "device (CUDA_VISIBLE_DEVICES=0)")
+            "it), or train on one worker with one device (CUDA_VISIBLE_DEVICES=0)")
 
 
 def recurrent_kernels(model: tf_keras.Model) -> List[tf.Variable]:
