@@ -58,16 +58,18 @@ def _textgen(installed, *args, cwd, timeout=300):
 def test_installed_command_runs_from_outside_the_tree(installed, tmp_path):
     result = _textgen(installed, "run", "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "--preset {default,fast,quality,tutorial,auto}" in " ".join(result.stdout.split())
+    assert "--preset {default,fast,quality,quality_float32,tutorial,auto}" in \
+        " ".join(result.stdout.split())
     where = subprocess.run(
         [installed.bin("python"), "-c",
          "import components, models, pipeline, serving; from pipeline import configs; "
-         "print(configs.load(preset='quality').train.max_cpu_minutes); "
+         # A variant reads its base from the installed package too.
+         "print(configs.load(preset='quality_float32').train.max_cpu_minutes); "
          "print(*[m.__file__ for m in (components, models, pipeline, serving)])"],
         capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert where.returncode == 0, where.stderr
     budget, files = where.stdout.splitlines()
-    assert float(budget) > 0  # the quality preset's file was read from the installed package
+    assert float(budget) > 0  # the quality presets' files were read from the installed package
     site_packages = os.path.join(installed.env, "lib")
     for path in files.split():
         assert path.startswith(site_packages) and not path.startswith(REPO), path
