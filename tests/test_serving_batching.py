@@ -110,17 +110,39 @@ def test_a_batch_can_hold_more_requests_than_tf_servings_default_threads(
     """A request waits in its batch on its request thread. With TF Serving's 4 threads per
     CPU on one CPU no batch could hold more than 4 requests; the default adds a batch's worth."""
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    endless = 10_000_000  # characters: longer than the test, until its client goes
     with Server(tiny_serving_dir, port=0, rest_port=None, poll_seconds=0,
-                batching=batching(max_batch_size=16), generate_chunk=REQUEST_LEVEL) as running:
+                batching=batching(max_batch_size=16), generate_chunk=REQUEST_LEVEL,
+                limits=settings.Limits(max_num_chars=endless, max_batch_chars=endless * 2,
+                                       request_timeout=3600.0)) as running:
+        batcher = batcher_of(running)
         with contextlib.ExitStack() as stack:
             clients = [stack.enter_context(GrpcClient(running.grpc_target)) for _ in range(12)]
             for client in clients:
                 client.state_size()  # connected, signatures fetched: the calls below only predict
-            # The first request runs alone (nothing queued yet); the others arrive meanwhile
-            # and must all fit in the next batch.
-            concurrently([lambda c=c, i=i: c.generate(["ab"], 2000, 1.0, seed=i + 1)
-                          for i, c in enumerate(clients)])
-        assert batcher_of(running).largest_batch >= 8
+            # One request too long to end by itself holds the model; the other eleven must all
+            # be taken in (each on its own request thread) and wait for the next batch.
+            blocker, others = clients[0], clients[1:]
+            blocked = []
+
+            def block():
+                with pytest.raises(ServingError) as caught:
+                    blocker.generate(["ab"], endless, 1.0)
+                blocked.append(caught.value.code)
+            holder = threading.Thread(target=block)
+            holder.start()
+            _wait_until(lambda: batcher.pending().get("generate") == (0, 1))
+            waiters = [threading.Thread(target=lambda c=c, i=i: c.generate(
+                ["ab"], 20, 1.0, seed=i + 1)) for i, c in enumerate(others)]
+            for waiter in waiters:
+                waiter.start()
+            _wait_until(lambda: batcher.pending().get("generate") == (len(others), 1))
+            blocker.close()  # the client goes: its call is cancelled and the model is free
+            holder.join()
+            for waiter in waiters:
+                waiter.join()
+        assert blocked == ["CANCELLED"]
+        assert batcher.largest_batch == len(others)
 
 
 def test_a_full_queue_answers_unavailable_at_once(tiny_serving_dir):
