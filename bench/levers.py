@@ -95,6 +95,10 @@ LEVERS: Dict[str, tuple] = {
                                              "on an AMX CPU) instead of 20",
                                              ["--preset", "quality", "--shift-windows",
                                               "--weight-drop", "0.2", "--epochs", "14"]),
+    "quality_cosine_budget": ("`--preset quality` with the rate decaying over the epochs the "
+                              "CPU budget holds on the machine (projected after each epoch) "
+                              "instead of over 20",
+                              ["--preset", "quality", "--lr-schedule", "cosine_budget"]),
     "quality_carry": ("`--preset quality` with carried state",
                       ["--preset", "quality", "--carry-state"]),
 }

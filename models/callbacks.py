@@ -43,8 +43,10 @@ class TrainingRecord(tf_keras.callbacks.Callback):
     state on disk is never older than the backup it belongs to.
 
     With `cpu_budget_minutes` it also stops training before an epoch that would take the
-    run's CPU time (this history's, so epochs before a resume count) past the budget.
-    Keras has no such stop; it belongs here, with the history it is judged from.
+    run's CPU time (this history's, so epochs before a resume count) past the budget, and
+    projects after each epoch how many the budget holds (`epochs_in_budget`: what the
+    cosine_budget schedule decays over). Keras has no such stop; it belongs here, with the
+    history it is judged from.
     """
 
     _EARLY_STOPPING = ("wait", "best", "best_epoch")
@@ -104,12 +106,17 @@ class TrainingRecord(tf_keras.callbacks.Callback):
                   "cpu_seconds": time.process_time() - self._cpu,
                   "wall_seconds": time.perf_counter() - self._wall}
         self.history.append(record)
+        # Before the state is saved: the projection is part of the history a resume reads.
+        if self.cpu_budget_minutes and epoch + 1 < self.params["epochs"]:
+            self._project_the_budget(record)
         es = self.early_stopping
         best = es.best_epoch == epoch
-        logger.info("epoch %d: train loss %.4f, eval loss %s%s, %.1f CPU-min", epoch + 1,
+        logger.info("epoch %d: train loss %.4f, eval loss %s%s, %.1f CPU-min%s", epoch + 1,
                     logs.get("loss", float("nan")),
                     "%.4f nats/char" % logs["val_loss"] if "val_loss" in logs else "n/a",
-                    " (best)" if best else "", record["cpu_seconds"] / 60)
+                    " (best)" if best else "", record["cpu_seconds"] / 60,
+                    f" (the budget holds {record['budget_epochs']} epochs)"
+                    if "budget_epochs" in record else "")
         if best and es.restore_best_weights and es.best_weights is not None:
             tmp, buffer = self._weights_path + ".tmp.npz", io.BytesIO()
             np.savez(buffer, *es.best_weights)  # zip needs a seekable file; GFile is not
@@ -124,21 +131,31 @@ class TrainingRecord(tf_keras.callbacks.Callback):
         write_json(os.path.join(self.report_dir, "epochs.json"), self.history)
         if self.on_epoch:
             self.on_epoch(self.history)
-        if self.cpu_budget_minutes and epoch + 1 < self.params["epochs"]:
-            self._stop_for_budget()
 
-    def _stop_for_budget(self):
-        """Stops before the next epoch if it would not fit, costing what the last one did."""
+    def _project_the_budget(self, record: Dict[str, float]):
+        """Records in `record` how many epochs the budget holds, each costing what the last
+        did, and stops before the next epoch if that one would not fit."""
         spent = sum(e["cpu_seconds"] for e in self.history) / 60
         next_epoch = self.history[-1]["cpu_seconds"] / 60
         # The workers of a cluster count their own CPU time; they must stop at the same
-        # epoch, or the others would wait for the one that stopped forever.
+        # epoch (or the others would wait for the one that stopped forever) and follow the
+        # same learning rate.
         spent, next_epoch = _mean_over_the_workers(self.model, (spent, next_epoch))
-        if spent + next_epoch > self.cpu_budget_minutes:
+        room, left = self.cpu_budget_minutes - spent, self.params["epochs"] - len(self.history)
+        more = 0 if room < next_epoch else \
+            min(left, math.floor(room / next_epoch)) if next_epoch > 0 else left
+        record["budget_epochs"] = len(self.history) + more
+        if not more:
             self.model.stop_training = True
             self._budget_stop = (
                 f"CPU budget: {spent:.1f} CPU-min spent of train.max_cpu_minutes = "
                 f"{self.cpu_budget_minutes:g}, and an epoch takes about {next_epoch:.1f}")
+
+    def epochs_in_budget(self, epoch: int) -> Optional[int]:
+        """The epochs the CPU budget holds as projected when epoch `epoch` (0-based) begins:
+        from the epochs before it (a resume included); None before the first has ended."""
+        done = [e for e in self.history if e["epoch"] <= epoch and "budget_epochs" in e]
+        return done[-1]["budget_epochs"] if done else None
 
     def on_train_end(self, logs=None):
         es = self.early_stopping

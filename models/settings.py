@@ -17,8 +17,11 @@ CELLS = ("gru", "lstm")
 # float16 tensor cores, float32 elsewhere (models/precision.py decides and says why).
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 # plateau: cut the learning rate when the eval loss stalls (the run decides its length);
-# cosine: decay it to near zero over `train.epochs` (a run whose length is its budget).
-LR_SCHEDULES = ("plateau", "cosine")
+# cosine: decay it to near zero over `train.epochs` (a run whose length is its budget);
+# cosine_budget: the same over the epochs `train.max_cpu_minutes` holds on this machine (as
+# projected after each epoch from its CPU time), at most `train.epochs`: the decay ends with
+# the run on a CPU slow or fast per epoch alike.
+LR_SCHEDULES = ("plateau", "cosine", "cosine_budget")
 
 
 @dataclasses.dataclass

@@ -130,14 +130,21 @@ def fit(model: tf_keras.Model, train_ds, eval_ds, train: TrainSettings, backup: 
         monitor="val_loss", factor=train.lr_factor, patience=train.lr_patience,
         min_lr=train.learning_rate / 1000) \
         if train.lr_schedule == "plateau" and train.lr_factor < 1.0 else None
-    # A function of the epoch alone, so a resumed run picks up the same curve.
-    schedule = [tf_keras.callbacks.LearningRateScheduler(
-        lambda epoch: callbacks.cosine_learning_rate(train.learning_rate, epoch, train.epochs))] \
-        if train.lr_schedule == "cosine" else []
     # Each worker of a cluster keeps its own copy (BackupAndRestore does the same).
     state_dir = os.path.join(backup, "best" if is_chief() else f"best-{task_name()}")
     record = callbacks.TrainingRecord(state_dir, report_dir, early_stopping, reduce_lr,
                                       extra_report, on_epoch, train.max_cpu_minutes)
+
+    # A function of the epoch and the history on disk, so a resumed run picks up its curve.
+    def decay_epochs(epoch: int) -> int:
+        in_budget = record.epochs_in_budget(epoch) \
+            if train.lr_schedule == "cosine_budget" else None
+        return in_budget or train.epochs
+
+    schedule = [tf_keras.callbacks.LearningRateScheduler(
+        lambda epoch: callbacks.cosine_learning_rate(train.learning_rate, epoch,
+                                                     decay_epochs(epoch)))] \
+        if train.lr_schedule in ("cosine", "cosine_budget") else []
     # In this order at the end: each worker's record removes its own state, the workers
     # meet, and only then does the chief's BackupAndRestore delete the backup. After each
     # epoch, every callback before EvaluateAverage sees the evaluated (averaged) weights.

@@ -89,7 +89,9 @@ FLAG_HELP = {
     "--max-cpu-minutes": "stop before an epoch that would take training past this many "
                          "minutes of CPU time (0 = no budget)",
     "--lr-schedule": "plateau: cut the learning rate when the eval loss stalls; cosine: decay "
-                     "it to near zero over --epochs (the run's length is its budget)",
+                     "it to near zero over --epochs (the run's length is its budget); "
+                     "cosine_budget: over the epochs --max-cpu-minutes holds on this CPU, "
+                     "at most --epochs",
     "--lr-factor": "plateau schedule: multiply the learning rate by this (0-1] after "
                    "--lr-patience epochs without a lower eval loss (1 = constant)",
     "--lr-patience": "epochs without a lower eval loss before the learning rate drops",

@@ -187,6 +187,10 @@ class Config:
                "must be >= 0 (0: no budget)")
         _check(t.lr_schedule in LR_SCHEDULES, "train.lr_schedule (--lr-schedule)", t.lr_schedule,
                f"must be {_one_of(LR_SCHEDULES)}")
+        _check(t.lr_schedule != "cosine_budget" or t.max_cpu_minutes > 0,
+               "train.lr_schedule (--lr-schedule)", t.lr_schedule,
+               "decays over the epochs a CPU budget holds: set train.max_cpu_minutes "
+               "(--max-cpu-minutes), or choose cosine to decay over train.epochs")
         _check(t.precision in PRECISIONS, "train.precision (--precision)", t.precision,
                f"must be {_one_of(PRECISIONS)}")
         if e.max_perplexity is not None:

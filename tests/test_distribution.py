@@ -206,10 +206,12 @@ def _custom_config(serving_dir, seed=3):
     from models.settings import ModelSettings, TrainSettings
     model = ModelSettings(embedding_dim=8, rnn_units=16, rnn_layers=1, cell="gru", dropout=0.0)
     # float32: the comparison with one worker is about the reduction, not bf16 rounding.
-    # A budget never reached: its check, an all-reduce among the workers, runs every epoch.
+    # A budget never reached: its check, an all-reduce among the workers, runs every epoch,
+    # and the learning rate decays over the epochs it projects (all of them), on every
+    # worker alike.
     train = TrainSettings(epochs=EPOCHS, batch_size=GLOBAL_BATCH, learning_rate=1e-2,
-                          patience=0, lr_factor=1.0, seed=seed, warm_start=False,
-                          precision="float32", max_cpu_minutes=1e6)
+                          patience=0, seed=seed, warm_start=False, precision="float32",
+                          max_cpu_minutes=1e6, lr_schedule="cosine_budget")
     return {"model": dataclasses.asdict(model), "train": dataclasses.asdict(train),
             "mode": "stream", "serving_dir": str(serving_dir), "code_fingerprint": "test"}
 

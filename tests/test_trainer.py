@@ -389,6 +389,53 @@ def test_without_a_budget_or_within_it_training_runs_every_epoch(tmp_path, monke
         assert report["epochs_run"] == 5 and report["stopped"] == "reached train.epochs = 5"
 
 
+def _cosine(peak, epoch, epochs):
+    return peak * 0.5 * (1 + np.cos(np.pi * (epoch + 0.5) / epochs))
+
+
+def test_cosine_budget_decays_over_the_epochs_the_budget_holds_and_resumes_on_its_curve(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(callbacks, "time", _TenCpuMinutesAnEpoch())
+    ds = _repeating_text()
+    # 20 epochs allowed, but 45 CPU-min at 10 an epoch hold 4.
+    settings = TrainSettings(epochs=20, learning_rate=0.02, patience=0,
+                             lr_schedule="cosine_budget", max_cpu_minutes=45)
+    backup = str(tmp_path / "backup")
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(_compiled(), ds, ds, settings, backup, str(tmp_path / "run1"),
+                    extra_callbacks=[_Interrupt(at=2)])
+    record = trainer.fit(_compiled(), ds, ds, settings, backup, str(tmp_path / "run2"))
+    assert record["epochs_run"] == 4 and record["stopped"].startswith("CPU budget: 40.0")
+    assert [e.get("budget_epochs") for e in record["epochs"]] == [4, 4, 4, 4]
+    rates = [e["learning_rate"] for e in record["epochs"]]
+    # The first epoch, before any cost is known, on the curve over train.epochs; then on
+    # the curve over the 4 the budget holds, ending near zero with the run — the same
+    # after the interruption as before it.
+    expected = [_cosine(0.02, 0, 20), *[_cosine(0.02, e, 4) for e in (1, 2, 3)]]
+    assert rates == pytest.approx(expected, rel=1e-5)
+    assert rates[-1] < 0.05 * 0.02
+
+
+def test_cosine_over_train_epochs_ignores_the_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr(callbacks, "time", _TenCpuMinutesAnEpoch())
+    ds = _repeating_text()
+    settings = TrainSettings(epochs=8, learning_rate=0.02, patience=0, lr_schedule="cosine",
+                             max_cpu_minutes=25)
+    record = trainer.fit(_compiled(), ds, ds, settings, str(tmp_path / "backup"),
+                         str(tmp_path / "run"))
+    assert [e["learning_rate"] for e in record["epochs"]] == pytest.approx(
+        [_cosine(0.02, e, 8) for e in (0, 1)], rel=1e-5)
+
+
+def test_cosine_budget_without_a_budget_is_refused_naming_the_setting():
+    with pytest.raises(configs.ConfigError,
+                       match="lr_schedule.*cosine_budget.*max_cpu_minutes"):
+        configs.load(overrides={"train": {"lr_schedule": "cosine_budget",
+                                          "max_cpu_minutes": 0}})
+    assert configs.load(overrides={"train": {"lr_schedule": "cosine_budget",
+                                             "max_cpu_minutes": 60}}) is not None
+
+
 def test_fit_holds_to_the_cpu_budget(tmp_path):
     m = _compiled()
     ds = _repeating_text()

@@ -114,6 +114,8 @@ def _run_locked(config, corpus, input_base, pattern, bound, pipeline_root,
                     pipeline_root)
     m, t = config.model, config.train
     schedule = (f"decaying over {t.epochs} epochs" if t.lr_schedule == "cosine" else
+                f"decaying over the epochs the CPU budget holds (at most {t.epochs})"
+                if t.lr_schedule == "cosine_budget" else
                 "cut at plateaus" if t.lr_factor < 1 else "constant")
     source = settings.train_input(t, config.data.mode)
     windows = "" if source == settings.RECORDS else source
