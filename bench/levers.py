@@ -99,6 +99,10 @@ LEVERS: Dict[str, tuple] = {
                               "CPU budget holds on the machine (projected after each epoch) "
                               "instead of over 20",
                               ["--preset", "quality", "--lr-schedule", "cosine_budget"]),
+    "quality_rate_held": ("`--preset quality` with the rate held at its peak until the eval "
+                          "loss stalls (`--lr-schedule plateau`: then 0.3 of it) instead of "
+                          "decaying over 20 epochs",
+                          ["--preset", "quality", "--lr-schedule", "plateau"]),
     "quality_carry": ("`--preset quality` with carried state",
                       ["--preset", "quality", "--carry-state"]),
 }
