@@ -250,7 +250,7 @@ def test_the_cosine_schedule_decays_over_the_budget_and_resumes_on_its_curve(tmp
     rates = [e["learning_rate"] for e in record["epochs"]]
     assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3, 4]
     # The same curve before and after the interruption: a function of the epoch alone.
-    expected = [0.02 * 0.5 * (1 + np.cos(np.pi * (e + 0.5) / 4)) for e in range(4)]
+    expected = [_cosine(0.02, e, 4) for e in range(4)]
     assert rates == pytest.approx(expected, rel=1e-5)
     assert rates[0] > 0.9 * 0.02 and rates[-1] < 0.05 * 0.02
 
