@@ -103,6 +103,12 @@ LEVERS: Dict[str, tuple] = {
                           "loss stalls (`--lr-schedule plateau`: then 0.3 of it) instead of "
                           "decaying over 20 epochs",
                           ["--preset", "quality", "--lr-schedule", "plateau"]),
+    "quality_lr3e-3": ("`--preset quality` with Adam's rate peaking at 3e-3 instead of 2e-3 "
+                       "(an epoch is about 160 updates: 9-14 epochs are few of them)",
+                       ["--preset", "quality", "--learning-rate", "0.003"]),
+    "quality_dropout0.35": ("`--preset quality` with dropout 0.35 instead of 0.45 (beside "
+                            "DropConnect 0.2, for a budget of 9-10 epochs)",
+                            ["--preset", "quality", "--dropout", "0.35"]),
     "quality_carry": ("`--preset quality` with carried state",
                       ["--preset", "quality", "--carry-state"]),
 }
