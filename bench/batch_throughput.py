@@ -30,10 +30,11 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def contender(config: configs.Config, batch: int, steps: int, seed: int):
-    """A compiled train step of `config`'s network at `batch`; returns a run measuring CPU
-    seconds per character over `steps` steps."""
-    network = char_model.build_model(VOCAB, config.model)
+def contender(config: configs.Config, batch: int, steps: int, seed: int,
+              keras_rnn: bool = False):
+    """A compiled train step of `config`'s network at `batch` (`keras_rnn`: with Keras' own
+    RNN layers); returns a run measuring CPU seconds per character over `steps` steps."""
+    network = char_model.build_model(VOCAB, config.model, keras_rnn=keras_rnn)
     if config.model.weight_drop:
         network = weight_drop.WeightDropped(network, config.model.weight_drop)
     t = config.train

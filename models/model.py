@@ -9,12 +9,12 @@ from typing import Any, Dict, List
 import tensorflow as tf
 import tf_keras
 
-from models import features
+from models import features, recurrent
 from models.settings import ModelSettings
 
 
-def build_model(vocab_size: int, settings: ModelSettings,
-                return_state: bool = False) -> tf_keras.Model:
+def build_model(vocab_size: int, settings: ModelSettings, return_state: bool = False,
+                keras_rnn: bool = False) -> tf_keras.Model:
     """Embedding → RNN layers → logits over the vocabulary, for ids [batch, time].
 
     Layer names (`embedding`, `rnn_0`…, `logits`) are relied on by the export.
@@ -22,17 +22,20 @@ def build_model(vocab_size: int, settings: ModelSettings,
     recurrent dropout, no unrolling), so on a GPU Keras picks the fused kernel.
     `return_state`: the RNN layers also give their last states, for training with carried
     state (models/carry.py calls the same layers with them); this model's output is the same.
+    The RNN layers are Keras' with the input product out of the time loop on a CPU
+    (models/recurrent.py); `keras_rnn`: Keras' own, which bench.rnn_kernel compares.
     """
+    layers = tf_keras.layers if keras_rnn else recurrent
     s = settings
     ids = tf_keras.Input(shape=(None,), dtype=tf.int64, name=features.IDS_KEY)
     x = tf_keras.layers.Embedding(vocab_size, s.embedding_dim, name="embedding")(ids)
     for i in range(s.rnn_layers):
         if s.cell == "gru":
-            layer = tf_keras.layers.GRU(s.rnn_units, return_sequences=True, reset_after=True,
-                                        return_state=return_state, name=f"rnn_{i}")
+            layer = layers.GRU(s.rnn_units, return_sequences=True, reset_after=True,
+                               return_state=return_state, name=f"rnn_{i}")
         elif s.cell == "lstm":
-            layer = tf_keras.layers.LSTM(s.rnn_units, return_sequences=True,
-                                         return_state=return_state, name=f"rnn_{i}")
+            layer = layers.LSTM(s.rnn_units, return_sequences=True,
+                                return_state=return_state, name=f"rnn_{i}")
         else:
             raise ValueError(f"cell = {s.cell!r}: must be 'gru' or 'lstm'")
         x = layer(x)[0] if return_state else layer(x)
