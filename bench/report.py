@@ -461,7 +461,8 @@ make bench-quality    # hours: section 5; resumable (re-run it after an interrup
 python -m bench.report   # (in .venv) re-writes this file from bench/results/*.json
 ```
 Single parts: `.venv/bin/python -m bench.training | bench.generation | bench.serving_load |
-bench.serving_mixed | bench.serving_swap | bench.pipeline_cost | bench.levers | bench.batch_throughput | bench.quality [--recipes tutorial,default,...]`.
+bench.serving_mixed | bench.serving_swap | bench.pipeline_cost | bench.levers | bench.batch_throughput | bench.rnn_kernel |
+bench.quality [--recipes tutorial,default,...]`.
 Raw numbers: `bench/results/*.json`. Data: `../shared/data/tinyshakespeare.txt`.
 """
 
