@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import os
 import resource
+from typing import Callable, Dict, Tuple
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -53,6 +54,32 @@ def contender(config: configs.Config, batch: int, steps: int, seed: int,
     return run
 
 
+def setup(preset: str) -> Tuple[configs.Config, Dict]:
+    """The preset's settings, under the precision `textgen run` would train with here (set
+    as Keras' global policy), and the results' header saying so."""
+    config = configs.load(preset=configs.resolve_preset(preset)[0])
+    policy, why = precision.choose(config.train.precision)
+    tf_keras.mixed_precision.set_global_policy(policy)
+    return config, {"preset": preset, "network": dataclasses.asdict(config.model),
+                    "precision": policy, "precision_reason": why, "machine": common.machine()}
+
+
+def compare(runs: Dict[str, Callable[[], float]], repetitions: int) -> Dict[str, Dict]:
+    """Alternates the contenders' runs (each: CPU seconds per character); for each, its
+    characters per CPU-second and their ratio to the first contender's, printed as well."""
+    seconds = common.alternate(runs, repetitions)
+    first = next(iter(runs))
+    base = float(np.median(seconds[first]))
+    results = {}
+    for name in runs:
+        median = float(np.median(seconds[name]))
+        results[name] = {"chars_per_cpu_s": 1 / median, "vs_first": base / median,
+                         "cpu_s_per_char": seconds[name]}
+        print(f"{name}: {1 / median:,.0f} characters per CPU-second, "
+              f"{base / median:.2f}× {first}'s", flush=True)
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,22 +88,11 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repetitions", type=int, default=3)
     args = parser.parse_args(argv)
-    config = configs.load(preset=configs.resolve_preset(args.preset)[0])
-    policy, why = precision.choose(config.train.precision)
-    tf_keras.mixed_precision.set_global_policy(policy)
-    batches = [int(b) for b in args.batches.split(",")]
-    runs = {b: contender(config, b, args.steps, seed=b) for b in batches}
-    seconds = common.alternate({str(b): runs[b] for b in batches}, args.repetitions)
-    base = float(np.median(seconds[str(batches[0])]))
-    results = {"preset": args.preset, "network": dataclasses.asdict(config.model),
-               "precision": policy, "precision_reason": why, "steps_per_repetition": args.steps,
-               "machine": common.machine(), "batches": {}}
-    for b in batches:
-        median = float(np.median(seconds[str(b)]))
-        results["batches"][b] = {"chars_per_cpu_s": 1 / median, "vs_first": base / median,
-                                 "cpu_s_per_char": seconds[str(b)]}
-        print(f"batch {b}: {1 / median:,.0f} characters per CPU-second, "
-              f"{base / median:.2f}× batch {batches[0]}'s", flush=True)
+    config, header = setup(args.preset)
+    runs = {f"batch {b}": contender(config, int(b), args.steps, seed=int(b))
+            for b in args.batches.split(",")}
+    results = {**header, "steps_per_repetition": args.steps,
+               "batches": compare(runs, args.repetitions)}
     common.save_result("batch_throughput", results)
     return results
 

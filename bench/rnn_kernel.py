@@ -8,17 +8,12 @@ and window, steady state; random ids stand in for text, as in bench.batch_throug
     python -m bench.rnn_kernel --preset quality
 """
 import argparse
-import dataclasses
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import numpy as np  # noqa: E402
-import tf_keras  # noqa: E402
-
 from bench import common  # noqa: E402
-from bench.batch_throughput import contender  # noqa: E402
-from models import precision  # noqa: E402
+from bench.batch_throughput import compare, contender, setup  # noqa: E402
 from pipeline import configs  # noqa: E402
 
 CONTENDERS = {"keras": True, "textgen": False}  # name: keras_rnn (models/recurrent.py)
@@ -31,24 +26,13 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repetitions", type=int, default=5)
     args = parser.parse_args(argv)
-    config = configs.load(preset=configs.resolve_preset(args.preset)[0])
-    policy, why = precision.choose(config.train.precision)
-    tf_keras.mixed_precision.set_global_policy(policy)
+    config, header = setup(args.preset)
     batch = config.train.batch_size
     runs = {name: contender(config, batch, args.steps, seed=1, keras_rnn=keras_rnn)
             for name, keras_rnn in CONTENDERS.items()}
-    seconds = common.alternate(runs, args.repetitions)
-    medians = {name: float(np.median(s)) for name, s in seconds.items()}
-    results = {"preset": args.preset, "network": dataclasses.asdict(config.model),
-               "batch_size": batch, "seq_length": config.data.seq_length,
-               "precision": policy, "precision_reason": why, "steps_per_repetition": args.steps,
-               "machine": common.machine(), "contenders": {}}
-    for name in CONTENDERS:
-        speedup = medians["keras"] / medians[name]
-        results["contenders"][name] = {"chars_per_cpu_s": 1 / medians[name],
-                                       "vs_keras": speedup, "cpu_s_per_char": seconds[name]}
-        print(f"{name}: {1 / medians[name]:,.0f} characters per CPU-second, "
-              f"{speedup:.2f}× Keras' layers", flush=True)
+    results = {**header, "batch_size": batch, "seq_length": config.data.seq_length,
+               "steps_per_repetition": args.steps,
+               "contenders": compare(runs, args.repetitions)}
     common.save_result("rnn_kernel", results)
     return results
 
