@@ -22,8 +22,8 @@ def build_model(vocab_size: int, settings: ModelSettings, return_state: bool = F
     recurrent dropout, no unrolling), so on a GPU Keras picks the fused kernel.
     `return_state`: the RNN layers also give their last states, for training with carried
     state (models/carry.py calls the same layers with them); this model's output is the same.
-    The RNN layers are Keras' with the input product out of the time loop on a CPU
-    (models/recurrent.py); `keras_rnn`: Keras' own, which bench.rnn_kernel compares.
+    The RNN layers are Keras', trained on a CPU with one matrix product a time step
+    (models/recurrent.py); `keras_rnn`: Keras' own kernels, which bench.rnn_kernel compares.
     """
     layers = tf_keras.layers if keras_rnn else recurrent
     s = settings

@@ -133,7 +133,7 @@ def _named(activation, name: str) -> bool:
     return getattr(activation, "__name__", None) == name
 
 
-class _Unrolled:
+class _WrittenOut:
     """The shared call; a subclass gives `_run(time-major inputs, initial states)` →
     (time-major outputs, last states)."""
 
@@ -162,7 +162,7 @@ class _Unrolled:
 
 
 @tf_keras.saving.register_keras_serializable(package="textgen")
-class LSTM(_Unrolled, tf_keras.layers.LSTM):
+class LSTM(_WrittenOut, tf_keras.layers.LSTM):
     """tf_keras.layers.LSTM, trained with one matrix product a step on a CPU."""
 
     def _run(self, inputs, states):
@@ -173,7 +173,7 @@ class LSTM(_Unrolled, tf_keras.layers.LSTM):
 
 
 @tf_keras.saving.register_keras_serializable(package="textgen")
-class GRU(_Unrolled, tf_keras.layers.GRU):
+class GRU(_WrittenOut, tf_keras.layers.GRU):
     """tf_keras.layers.GRU (reset_after), trained with one matrix product a step on a CPU."""
 
     def _written_out(self, mask) -> bool:
