@@ -28,7 +28,8 @@ def as_run_from_repo(command: str) -> str:
     return command.replace(REPO + "/", "").replace(os.path.dirname(REPO) + "/", "../")
 
 
-def alternate(contenders: Dict[str, Callable[[], float]], repetitions: int) -> Dict[str, List[float]]:
+def alternate(contenders: Dict[str, Callable[[], float]],
+              repetitions: int) -> Dict[str, List[float]]:
     """Runs each contender once per repetition, in turn; each returns a measured value."""
     results: Dict[str, List[float]] = {name: [] for name in contenders}
     for _ in range(repetitions):

@@ -86,7 +86,8 @@ def main(argv=None):
                 def grpc():
                     client.generate(prompts, NUM_CHARS, temperature=1.0, seed=1)
 
-                ids, zero = tf.fill([batch], tf.constant(2, tf.int64)), tf.zeros([batch, state_size])
+                ids = tf.fill([batch], tf.constant(2, tf.int64))
+                zero = tf.zeros([batch, state_size])
 
                 def bare():
                     floor(ids, zero).numpy()

@@ -456,13 +456,14 @@ def time_to_quality_section(r: Optional[Dict]) -> str:
 
 COMMANDS = """\
 ```
-make bench            # 30-45 min here, as the machine drifts: sections 1-4 (sets up .venv on a fresh clone)
+make bench            # 30-45 min here, as the machine drifts: sections 1-4
+                      # (sets up .venv on a fresh clone)
 make bench-quality    # hours: section 5; resumable (re-run it after an interruption)
 python -m bench.report   # (in .venv) re-writes this file from bench/results/*.json
 ```
 Single parts: `.venv/bin/python -m bench.training | bench.generation | bench.serving_load |
-bench.serving_mixed | bench.serving_swap | bench.pipeline_cost | bench.levers | bench.batch_throughput | bench.rnn_kernel |
-bench.quality [--recipes tutorial,default,...]`.
+bench.serving_mixed | bench.serving_swap | bench.pipeline_cost | bench.levers |
+bench.batch_throughput | bench.rnn_kernel | bench.quality [--recipes tutorial,default,...]`.
 Raw numbers: `bench/results/*.json`. Data: `../shared/data/tinyshakespeare.txt`.
 """
 

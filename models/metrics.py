@@ -28,7 +28,8 @@ def perplexity_from_sums(total_nll: float, total_chars: float) -> Tuple[float, f
 
 
 class Perplexity(metric_types.Metric):
-    """TFMA metric; configure with MetricConfig(class_name='Perplexity', module='models.metrics')."""
+    """TFMA metric; configure with
+    MetricConfig(class_name='Perplexity', module='models.metrics')."""
 
     def __init__(self, name: str = PERPLEXITY):
         super().__init__(_perplexity_computations, name=name)

@@ -128,7 +128,8 @@ def check(data: str, mode: str, seq_length: int, eval_fraction: float,
         tr, ev = text_records.split_text(text, mode, seq_length, eval_fraction)
         train, held_out = train + len(tr), held_out + len(ev)
     if chars == 0:
-        raise CorpusError(f"--data {data}: the corpus is empty ({len(files)} file(s), 0 characters)")
+        raise CorpusError(f"--data {data}: the corpus is empty "
+                          f"({len(files)} file(s), 0 characters)")
     if mode == "lines" and train + held_out == 0:
         raise CorpusError(f"--data {data}: no non-empty lines")
     if mode == "stream" and chars < seq_length + 1:

@@ -13,7 +13,8 @@ from typing import Iterator
 # Loggers of this project's packages: their INFO lines are the progress a user reads.
 OURS = ("textgen", "components", "models", "pipeline", "serving")
 # LocalDagRunner's lines (through absl) as each component starts and ends: progress too.
-_STAGE_LINES = {"Component %s is running.": "%s started", "Component %s is finished.": "%s finished"}
+_STAGE_LINES = {"Component %s is running.": "%s started",
+                "Component %s is finished.": "%s finished"}
 LOG_FILE = "textgen.log"
 _FORMAT = "%(asctime)s %(name)s: %(message)s"
 

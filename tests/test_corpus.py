@@ -35,8 +35,10 @@ def test_span_pattern_takes_the_latest_span(tmp_path):
 @pytest.mark.parametrize("setup, message", [
     (lambda p: str(p / "missing.txt"), "no such file"),
     (lambda p: write(p / "empty.txt", ""), "empty"),
-    (lambda p: write(p / "bad.txt", b"hello \xc3\x28 world"), r"bad\.txt: not UTF-8 text: byte 0xc3 at byte offset 6"),
-    (lambda p: write(p / "short.txt", "only a few characters"), "shorter than one training sequence"),
+    (lambda p: write(p / "bad.txt", b"hello \xc3\x28 world"),
+     r"bad\.txt: not UTF-8 text: byte 0xc3 at byte offset 6"),
+    (lambda p: write(p / "short.txt", "only a few characters"),
+     "shorter than one training sequence"),
     (lambda p: write(p / "pic.png", b"\x89PNG\r\n\x1a\n\x00\x00"), "binary"),
     (lambda p: str(p / "nothing" / "*.txt"), "no files found"),
 ])

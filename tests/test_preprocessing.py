@@ -1,6 +1,4 @@
 """tf.Transform: the character vocabulary (with "\\n"), [UNK], and parity with the export."""
-import os
-
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft

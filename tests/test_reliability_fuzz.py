@@ -249,7 +249,8 @@ def rest_bodies(draw):
     return json.dumps(doc).encode()  # NaN and Infinity included, as Python writes them
 
 
-REST_PATHS = (st.sampled_from(["/v1/models/textgen:predict", "/v1/models/textgen/versions/1:predict",
+REST_PATHS = (st.sampled_from(["/v1/models/textgen:predict",
+                               "/v1/models/textgen/versions/1:predict",
                                "/v1/models/textgen/versions/99999999999999999999:predict",
                                "/v1/models/textgen/labels/x:predict", "/v1/models/other:predict",
                                "/v1/models/textgen"])

@@ -47,7 +47,8 @@ def test_lines_split_never_cuts_a_line():
 
 
 def test_decode_names_file_and_byte_offset_of_bad_utf8():
-    with pytest.raises(CorpusError, match=r"corpus\.txt: not UTF-8 text: byte 0xff at byte offset 3"):
+    with pytest.raises(CorpusError,
+                       match=r"corpus\.txt: not UTF-8 text: byte 0xff at byte offset 3"):
         text_records.decode(b"abc\xffdef", "corpus.txt")
 
 

@@ -195,7 +195,7 @@ def test_with_a_moving_average_the_epochs_are_judged_and_exported_by_the_average
         record = trainer.fit(m, ds, ds, settings, str(tmp_path / f"backup{momentum}"),
                              str(tmp_path / f"run{momentum}"))
         runs[momentum] = (m, record["epochs"])
-    (plain, plain_epochs), (averaged, averaged_epochs) = runs[0.0], runs[0.8]
+    (_, plain_epochs), (averaged, averaged_epochs) = runs[0.0], runs[0.8]
     # Training goes on from the weights themselves: the same steps, the same train loss.
     assert [e["loss"] for e in averaged_epochs] == \
         pytest.approx([e["loss"] for e in plain_epochs], rel=1e-5)

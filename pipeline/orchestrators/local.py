@@ -66,7 +66,8 @@ def sample_prompts(config: configs.Config, corpus) -> List[str]:
     if config.data.mode == "stream":
         return [DEFAULT_SAMPLING.prompt]
     with open(corpus.files[0], "rb") as f:
-        lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+        text = f.read().decode("utf-8", "replace")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     count = min(10, len(lines))
     return [lines[i * len(lines) // count][0] for i in range(count)]
 
