@@ -112,6 +112,10 @@ LEVERS: Dict[str, tuple] = {
     "quality_dropout0.4": ("`--preset quality` with dropout 0.4 instead of 0.35 (0.35 overfits "
                            "by the 12th epoch the faster recurrent kernel fits in the budget)",
                            ["--preset", "quality", "--dropout", "0.4"]),
+    "quality_cooldown3": ("`--preset quality` with the rate of the last 3 epochs the budget "
+                          "holds taken towards zero (`--cooldown-epochs 3`: ×3/4, 2/4, 1/4); "
+                          "the cosine over 20 epochs otherwise ends the run at 0.4 of its peak",
+                          ["--preset", "quality", "--cooldown-epochs", "3"]),
     "quality_carry": ("`--preset quality` with carried state",
                       ["--preset", "quality", "--carry-state"]),
 }

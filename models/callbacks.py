@@ -259,6 +259,14 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def cooldown_factor(epoch: int, epochs: int, cooldown: int) -> float:
+    """What the last `cooldown` of a run's `epochs` take off the schedule's rate: 1 before
+    them, then (k+1)/(cooldown+1) with k epochs after this one, so 1/(cooldown+1) in the
+    last. An epoch past the projected end (the projection shrank) is treated as the last."""
+    left = max(epochs - epoch - 1, 0)
+    return 1.0 if left >= cooldown else (left + 1) / (cooldown + 1)
+
+
 def cosine_learning_rate(peak: float, epoch: int, epochs: int) -> float:
     """Half a cosine from `peak` to zero over `epochs`, taken at each epoch's midpoint.
 

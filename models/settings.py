@@ -65,6 +65,12 @@ class TrainSettings:
     # multiply the learning rate by `lr_factor` (1.0: a constant learning rate).
     lr_factor: float = 0.3
     lr_patience: int = 1
+    # cosine and cosine_budget: over the run's last this-many epochs (of `epochs`, or of
+    # fewer as the CPU budget projects them) the rate falls further, linearly towards zero
+    # (1/(n+1) of the schedule's rate in the last); 0: off. A cosine over more epochs than
+    # the budget holds keeps the rate high while the network still learns fast, and ends it
+    # high: this anneals the end alone.
+    cooldown_epochs: int = 0
     seed: int = 42
     # Start from the weights of the newest model in the serving directory (the latest
     # blessed one) when it has the same characters and shape; otherwise start fresh.

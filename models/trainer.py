@@ -141,9 +141,13 @@ def fit(model: tf_keras.Model, train_ds, eval_ds, train: TrainSettings, backup: 
             if train.lr_schedule == "cosine_budget" else None
         return in_budget or train.epochs
 
-    schedule = [tf_keras.callbacks.LearningRateScheduler(
-        lambda epoch: callbacks.cosine_learning_rate(train.learning_rate, epoch,
-                                                     decay_epochs(epoch)))] \
+    def rate(epoch: int) -> float:
+        run_epochs = min(record.epochs_in_budget(epoch) or train.epochs, train.epochs)
+        return callbacks.cosine_learning_rate(train.learning_rate, epoch,
+                                              decay_epochs(epoch)) \
+            * callbacks.cooldown_factor(epoch, run_epochs, train.cooldown_epochs)
+
+    schedule = [tf_keras.callbacks.LearningRateScheduler(rate)] \
         if train.lr_schedule in ("cosine", "cosine_budget") else []
     # In this order at the end: each worker's record removes its own state, the workers
     # meet, and only then does the chief's BackupAndRestore delete the backup. After each

@@ -42,6 +42,7 @@ RUN_FLAGS = {
     "--patience": ("train", "patience", int),
     "--max-cpu-minutes": ("train", "max_cpu_minutes", float),
     "--lr-schedule": ("train", "lr_schedule", str),
+    "--cooldown-epochs": ("train", "cooldown_epochs", int),
     "--lr-factor": ("train", "lr_factor", float),
     "--lr-patience": ("train", "lr_patience", int),
     "--warm-start": ("train", "warm_start", bool),
@@ -92,6 +93,8 @@ FLAG_HELP = {
                      "it to near zero over --epochs (the run's length is its budget); "
                      "cosine_budget: over the epochs --max-cpu-minutes holds on this CPU, "
                      "at most --epochs",
+    "--cooldown-epochs": "cosine schedules: over the run's last N epochs (as --epochs or "
+                         "the CPU budget end it) take the rate linearly towards zero",
     "--lr-factor": "plateau schedule: multiply the learning rate by this (0-1] after "
                    "--lr-patience epochs without a lower eval loss (1 = constant)",
     "--lr-patience": "epochs without a lower eval loss before the learning rate drops",

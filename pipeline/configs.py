@@ -191,6 +191,13 @@ class Config:
                "train.lr_schedule (--lr-schedule)", t.lr_schedule,
                "decays over the epochs a CPU budget holds: set train.max_cpu_minutes "
                "(--max-cpu-minutes), or choose cosine to decay over train.epochs")
+        _check(isinstance(t.cooldown_epochs, int) and t.cooldown_epochs >= 0,
+               "train.cooldown_epochs (--cooldown-epochs)", t.cooldown_epochs,
+               "must be an integer >= 0 (0: no cool-down)")
+        _check(not t.cooldown_epochs or t.lr_schedule in ("cosine", "cosine_budget"),
+               "train.cooldown_epochs (--cooldown-epochs)", t.cooldown_epochs,
+               f"cools a cosine down; train.lr_schedule is {t.lr_schedule!r}: choose cosine "
+               "or cosine_budget, or set it to 0")
         _check(t.precision in PRECISIONS, "train.precision (--precision)", t.precision,
                f"must be {_one_of(PRECISIONS)}")
         if e.max_perplexity is not None:

@@ -427,6 +427,28 @@ def test_cosine_over_train_epochs_ignores_the_budget(tmp_path, monkeypatch):
         [_cosine(0.02, e, 8) for e in (0, 1)], rel=1e-5)
 
 
+def test_the_cooldown_anneals_the_last_epochs_the_budget_holds(tmp_path, monkeypatch):
+    monkeypatch.setattr(callbacks, "time", _TenCpuMinutesAnEpoch())
+    ds = _repeating_text()
+    # A cosine over 20 epochs; 45 CPU-min at 10 an epoch hold 4, the last 2 cooled down.
+    settings = TrainSettings(epochs=20, learning_rate=0.02, patience=0, lr_schedule="cosine",
+                             max_cpu_minutes=45, cooldown_epochs=2)
+    record = trainer.fit(_compiled(), ds, ds, settings, str(tmp_path / "backup"),
+                         str(tmp_path / "run"))
+    assert record["epochs_run"] == 4
+    rates = [e["learning_rate"] for e in record["epochs"]]
+    cosine = [_cosine(0.02, e, 20) for e in range(4)]
+    assert rates == pytest.approx([cosine[0], cosine[1], cosine[2] * 2 / 3, cosine[3] / 3],
+                                  rel=1e-5)
+
+
+def test_a_cooldown_needs_a_cosine_schedule():
+    with pytest.raises(configs.ConfigError, match="cooldown_epochs.*plateau.*cosine"):
+        configs.load(overrides={"train": {"lr_schedule": "plateau", "cooldown_epochs": 2}})
+    with pytest.raises(configs.ConfigError, match="cooldown_epochs.*>= 0"):
+        configs.load(overrides={"train": {"lr_schedule": "cosine", "cooldown_epochs": -1}})
+
+
 def test_cosine_budget_without_a_budget_is_refused_naming_the_setting():
     with pytest.raises(configs.ConfigError,
                        match="lr_schedule.*cosine_budget.*max_cpu_minutes"):
