@@ -118,6 +118,8 @@ def _run_locked(config, corpus, input_base, pattern, bound, pipeline_root,
                 f"decaying over the epochs the CPU budget holds (at most {t.epochs})"
                 if t.lr_schedule == "cosine_budget" else
                 "cut at plateaus" if t.lr_factor < 1 else "constant")
+    if t.cooldown_epochs:
+        schedule += f", towards zero over the run's last {t.cooldown_epochs}"
     source = settings.train_input(t, config.data.mode)
     windows = "" if source == settings.RECORDS else source
     logger.info("recipe: preset %s (%s): %s %d×%d, dropout %g%s; batch %d%s, learning rate %g "
