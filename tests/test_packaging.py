@@ -6,6 +6,7 @@ generate` against the model it pushed."""
 import json
 import os
 import subprocess
+import sys
 import tarfile
 import zipfile
 
@@ -46,6 +47,23 @@ def test_wheel_and_sdist_hold_every_module_and_preset(installed):
     with tarfile.open(installed.sdist) as sdist:
         names = {n.split("/", 1)[1] for n in sdist.getnames() if "/" in n}
     assert expected <= names, expected - names
+
+
+def test_setup_py_packages_what_beam_setup_file_ships(installed, tmp_path):
+    # Beam's --setup_file runs `python setup.py sdist` beside the file and installs the
+    # result on each worker: setup.py must hand everything over to pyproject.toml.
+    with tarfile.open(installed.sdist) as sdist:
+        sdist.extractall(tmp_path / "src", filter="data")
+    [src] = (tmp_path / "src").iterdir()
+    result = subprocess.run([sys.executable, "setup.py", "sdist", "--dist-dir",
+                             str(tmp_path / "out")], capture_output=True, text=True, cwd=src,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [shipped] = (tmp_path / "out").iterdir()
+    assert shipped.name == "textgen-0.1.0.tar.gz"
+    with tarfile.open(shipped) as sdist:
+        names = {n.split("/", 1)[1] for n in sdist.getnames() if "/" in n}
+    assert _tree_files() <= names, _tree_files() - names
 
 
 def _textgen(installed, *args, cwd, timeout=300):
