@@ -69,8 +69,12 @@ def test_same_as_keras_under_mixed_bfloat16(cell):
     inputs = tf.constant(np.random.default_rng(3).normal(size=(BATCH, TIME, FEATURES)),
                          tf.float32)
     for got, want in zip(run(ours, inputs), run(keras, inputs)):
-        # bf16 keeps 8 bits of mantissa; the products' order of summation differs.
-        np.testing.assert_allclose(got, want, rtol=0.05, atol=0.05)
+        # bf16 keeps 8 bits of mantissa, and the products' order of summation differs: a
+        # gradient summed over batch and time carries an error of about 1% of its largest
+        # element into every element, so a near-zero one fails any elementwise tolerance.
+        # Where bf16 is emulated (AVX2 only) Keras' own kernel gradient is 1.4% of its
+        # scale from float32's; a wrong gate or product would be off by the whole scale.
+        np.testing.assert_allclose(got, want, rtol=0, atol=0.03 * np.abs(want).max())
     assert ours(inputs)[0].dtype == tf.bfloat16
 
 
