@@ -83,6 +83,22 @@ def machine() -> Dict[str, str]:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+def cpu_kind(machine: Dict) -> str:
+    """What a run's figures hold for: the CPU's name and its fastest bf16 path. A lever's
+    or a kernel's figures differ by CPU kind (`auto` even picks a different preset), so
+    runs on two kinds are kept, and averaged, apart."""
+    flags = machine["vector_extensions"].split()
+    if any(f.startswith("amx") for f in flags):
+        native = "AMX"
+    elif "avx512_bf16" in flags:
+        native = "AVX512_BF16"
+    elif any(f.startswith("avx512") for f in flags):
+        native = "AVX-512, no bf16"
+    else:
+        native = "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{machine['cpu']}, {native}"
+
+
 def vector_extensions() -> str:
     """The CPU features that decide which kernels oneDNN can use (bf16 needs AVX-512 BF16
     or AMX to be fast)."""

@@ -127,24 +127,8 @@ def run_name(lever: str, seed: int) -> str:
     return f"{lever}_seed{seed}"
 
 
-def cpu_kind(machine: Dict) -> str:
-    """What a run's figures hold for: the CPU's name and its fastest bf16 path. A lever's
-    figures differ by CPU kind (`auto` even picks a different preset), so runs of one lever
-    on two kinds are kept, and averaged, apart."""
-    flags = machine["vector_extensions"].split()
-    if any(f.startswith("amx") for f in flags):
-        native = "AMX"
-    elif "avx512_bf16" in flags:
-        native = "AVX512_BF16"
-    elif any(f.startswith("avx512") for f in flags):
-        native = "AVX-512, no bf16"
-    else:
-        native = "AVX2" if "avx2" in flags else "no AVX2"
-    return f"{machine['cpu']}, {native}"
-
-
 def run_key(lever: str, seed: int, machine: Dict) -> str:
-    return f"{run_name(lever, seed)} on {cpu_kind(machine)}"
+    return f"{run_name(lever, seed)} on {common.cpu_kind(machine)}"
 
 
 def _textgen() -> str:
@@ -226,7 +210,7 @@ def section(r) -> str:
              "| nanoGPT protocol |", "|" + " --- |" * 7]
     by_lever: Dict[tuple, List[Dict]] = {}
     for run in r["runs"].values():
-        by_lever.setdefault((run["lever"], cpu_kind(run["machine"])), []).append(run)
+        by_lever.setdefault((run["lever"], common.cpu_kind(run["machine"])), []).append(run)
         losses = ", ".join(f"{e['val_loss']:.4f}" for e in run["epochs"])
         lines.append(f"| {run_name(run['lever'], run['seed'])} | {run['machine']['cpu']} "
                      f"({run['machine']['vector_extensions']}, {run['precision']}) | {losses} | "

@@ -10,7 +10,7 @@ import math
 import os
 from typing import Dict, List, Optional
 
-from bench import common, levers, serving_mixed, serving_swap
+from bench import common, levers, rnn_kernel, serving_mixed, serving_swap
 from models import precision
 
 DOC = os.path.join(common.DOCS_DIR, "benchmarks.md")
@@ -483,6 +483,8 @@ def main():
         "## How to reproduce", "", COMMANDS,
         "## Machine", "", machine_section([training, generation, serving, quality]),
         "## 1. Training throughput", "", training_section(training),
+        "### The recurrent kernel (`python -m bench.rnn_kernel`)", "",
+        rnn_kernel.section(common.load_result(rnn_kernel.RESULTS)),
         "## 2. Generation", "", generation_section(generation),
         "## 3. Serving under load", "", serving_section(serving),
         "### Mixed traffic", "", serving_mixed.section(common.load_result("serving_mixed")),

@@ -334,5 +334,41 @@ def test_lever_runs_are_kept_apart_by_cpu_kind():
            "vector_extensions": "avx2 avx512_bf16 avx512f amx_bf16 amx_tile"}
     assert levers.run_key("fast", 42, avx2) == "fast_seed42 on AMD EPYC, AVX2"
     assert levers.run_key("fast", 42, amx) == "fast_seed42 on Intel(R) Xeon(R) Processor, AMX"
-    assert levers.cpu_kind({"cpu": "AMD EPYC", "vector_extensions": "avx2 avx512f"}) == \
+    assert common.cpu_kind({"cpu": "AMD EPYC", "vector_extensions": "avx2 avx512f"}) == \
         "AMD EPYC, AVX-512, no bf16"
+
+
+def test_the_kernel_section_keeps_each_preset_and_cpu_kind_apart(dirs, monkeypatch):
+    """bench.rnn_kernel adds its measurement under its preset and CPU kind, keeping the
+    others; the report gives one row each."""
+    from bench import batch_throughput, rnn_kernel
+    assert "Not measured yet" in rnn_kernel.section(None)
+    network = {"rnn_layers": 2, "cell": "lstm", "rnn_units": 1024}
+
+    def measured(machine, preset, keras, ours):
+        return {"preset": preset, "network": network, "precision": "mixed_bfloat16",
+                "machine": machine, "batch_size": 64, "seq_length": 100,
+                "steps_per_repetition": 3, "contenders": {
+                    "keras": {"chars_per_cpu_s": keras, "vs_first": 1.0,
+                              "cpu_s_per_char": [1 / keras] * 5},
+                    "textgen": {"chars_per_cpu_s": ours, "vs_first": ours / keras,
+                                "cpu_s_per_char": [1 / ours] * 5}}}
+    zen4 = {**MACHINE, "cpu": "AMD EPYC", "vector_extensions": "avx2 avx512f avx512_bf16"}
+    common.save_result(rnn_kernel.RESULTS, {"runs": {
+        "quality on AMD EPYC, AVX512_BF16": measured(zen4, "quality", 1454.0, 1724.0)}})
+    zen3 = {**MACHINE, "cpu": "AMD EPYC", "vector_extensions": "avx avx2 fma"}
+    monkeypatch.setattr(batch_throughput, "setup", lambda preset: (
+        type("Config", (), {"train": type("T", (), {"batch_size": 64}),
+                            "data": type("D", (), {"seq_length": 100})}),
+        {"preset": preset, "network": network, "precision": "float32", "machine": zen3}))
+    monkeypatch.setattr(batch_throughput, "contender", lambda *a, **k: None)
+    monkeypatch.setattr(batch_throughput, "compare", lambda runs, repetitions: measured(
+        zen3, "", 1158.0, 1202.0)["contenders"])
+    runs = rnn_kernel.main(["--preset", "quality_float32"])["runs"]
+    assert list(runs) == ["quality on AMD EPYC, AVX512_BF16",
+                          "quality_float32 on AMD EPYC, AVX2"]
+    text = rnn_kernel.section(common.load_result(rnn_kernel.RESULTS))
+    assert "| `quality` | 2 × LSTM 1024, batch 64 × 100 | AMD EPYC, AVX512_BF16 | " \
+        "mixed_bfloat16 | 1,454 | 1,724 | **1.19×** | 5 × 3 steps |" in text
+    assert "| `quality_float32` | 2 × LSTM 1024, batch 64 × 100 | AMD EPYC, AVX2 | float32 | " \
+        "1,158 | 1,202 | **1.04×** |" in text
