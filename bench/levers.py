@@ -120,6 +120,11 @@ LEVERS: Dict[str, tuple] = {
                       ["--preset", "quality", "--carry-state"]),
 }
 RESULTS = "levers"
+# What the presets as they ship are for, nanoGPT's protocol within a training CPU budget:
+# the quality preset's level depends on whether the CPU trains in bf16 (about twice the
+# float32 speed, so more of the network fits in the budget).
+TARGETS = {"fast": {"float32": (1.45, 30), "mixed_bfloat16": (1.45, 30)},
+           "quality": {"float32": (1.43, 120), "mixed_bfloat16": (1.40, 120)}}
 OUT_DIR = os.path.join(common.OUT_DIR, "levers")
 
 
@@ -225,6 +230,47 @@ def section(r) -> str:
                      f"{', '.join(str(run['seed']) for run in runs)} | "
                      f"{statistics.mean(nano):.4f} ({max(nano) - min(nano):.4f}) | "
                      f"{statistics.mean(run['cpu_minutes'] for run in runs):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def shipped_section(r, recipes: Dict[str, Dict]) -> str:
+    """docs/benchmarks.md's table of the presets as they ship (the levers named after them)
+    against their targets and, on the same CPU kind, the tutorial's recipe (bench.quality's
+    `--preset tutorial` runs, which train until the tutorial's level of 1.54)."""
+    runs = (r or {}).get("runs") or {}
+    kinds: Dict[str, Dict[str, List[Dict]]] = {}
+    for run in runs.values():
+        if run["lever"] in TARGETS:
+            kinds.setdefault(common.cpu_kind(run["machine"]), {}).setdefault(
+                run["lever"], []).append(run)
+    if not kinds:
+        return "Not measured yet: `.venv/bin/python -m bench.levers --levers fast,quality`.\n"
+    lines = ["| CPU | recipe | seeds | epochs | Evaluator nats/char | nanoGPT protocol: mean "
+             "(spread) | CPU-min: mean (max) | target | met |", "|" + " --- |" * 9]
+    for kind, by_lever in kinds.items():
+        tutorials = [t for t in recipes.values() if t["preset"] == "tutorial"
+                     and not t["overrides"] and common.cpu_kind(t["machine"]) == kind]
+        for t in tutorials:
+            lines.append(f"| {kind} | the tutorial's recipe (`--preset tutorial`, "
+                         f"{t['precision']}), until 1.54 | {t['train']['seed']} | "
+                         f"{len(t['epochs'])} | {t['evaluator_nats']:.4f} | "
+                         f"{t['nanogpt_nats']:.4f} | {t['cpu_minutes']:.1f} | | |")
+        for lever, seeded in by_lever.items():
+            nano = [run["protocols"]["nanogpt_nats"] for run in seeded]
+            minutes = [run["cpu_minutes"] for run in seeded]
+            level, budget = TARGETS[lever][seeded[0]["precision"]]
+            met = statistics.mean(nano) <= level and max(minutes) <= budget
+            # A target counts as met on the mean of two seeds.
+            verdict = (("yes" if met else "no") if len(seeded) > 1
+                       else ("one seed so far" if met else "no (one seed)"))
+            lines.append(
+                f"| {kind} | `{lever}` ({seeded[0]['precision']}) | "
+                f"{', '.join(str(run['seed']) for run in seeded)} | "
+                f"{', '.join(str(len(run['epochs'])) for run in seeded)} | "
+                f"{statistics.mean(run['evaluator_nats'] for run in seeded):.4f} | "
+                f"{statistics.mean(nano):.4f} ({max(nano) - min(nano):.4f}) | "
+                f"{statistics.mean(minutes):.1f} ({max(minutes):.1f}) | "
+                f"≤ {level:.2f} within {budget} CPU-min | {verdict} |")
     return "\n".join(lines) + "\n"
 
 

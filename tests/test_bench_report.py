@@ -372,3 +372,36 @@ def test_the_kernel_section_keeps_each_preset_and_cpu_kind_apart(dirs, monkeypat
         "mixed_bfloat16 | 1,454 | 1,724 | **1.19×** | 5 × 3 steps |" in text
     assert "| `quality_float32` | 2 × LSTM 1024, batch 64 × 100 | AMD EPYC, AVX2 | float32 | " \
         "1,158 | 1,202 | **1.04×** |" in text
+
+
+def test_the_shipped_presets_are_judged_by_their_cpu_kinds_target_beside_the_tutorial():
+    from bench import levers
+
+    def run(lever, seed, nanogpt, minutes, precision="float32", flags="avx avx2 fma"):
+        return {"lever": lever, "seed": seed, "epochs": [{"val_loss": 1.5}] * 3,
+                "precision": precision, "cpu_minutes": minutes, "evaluator_nats": 1.46,
+                "protocols": {"nanogpt_nats": nanogpt},
+                "machine": {"cpu": "AMD EPYC", "vector_extensions": flags}}
+    bf16 = "avx2 avx512f avx512_bf16"
+    tutorial = {"preset": "tutorial", "overrides": {}, "precision": "float32",
+                "train": {"seed": 42}, "epochs": [{}] * 8, "evaluator_nats": 1.5389,
+                "nanogpt_nats": 1.5188, "cpu_minutes": 103.7,
+                "machine": {"cpu": "AMD EPYC", "vector_extensions": "avx avx2 fma"}}
+    text = levers.shipped_section({"runs": {
+        "a": run("quality", 42, 1.427, 112.7), "b": run("quality", 7, 1.4285, 113.0),
+        # 1.41 on a bf16 CPU misses its 1.40 though it would meet the float32 CPUs' 1.43.
+        "c": run("quality", 42, 1.41, 119.8, "mixed_bfloat16", bf16),
+        # Over the budget: not met, however low the loss.
+        "d": run("fast", 42, 1.44, 31.0), "e": run("fast", 7, 1.44, 29.0),
+        "f": run("fast_gru1024", 42, 1.40, 20.0)}},
+        {"tutorial_avx2": tutorial, "tutorial_check": {**tutorial, "overrides": {"x": 1}}})
+    rows = [line for line in text.splitlines() if line.startswith("| AMD")]
+    assert rows == [
+        "| AMD EPYC, AVX2 | the tutorial's recipe (`--preset tutorial`, float32), until 1.54 "
+        "| 42 | 8 | 1.5389 | 1.5188 | 103.7 | | |",
+        "| AMD EPYC, AVX2 | `quality` (float32) | 42, 7 | 3, 3 | 1.4600 | 1.4278 (0.0015) | "
+        "112.8 (113.0) | ≤ 1.43 within 120 CPU-min | yes |",
+        "| AMD EPYC, AVX2 | `fast` (float32) | 42, 7 | 3, 3 | 1.4600 | 1.4400 (0.0000) | "
+        "30.0 (31.0) | ≤ 1.45 within 30 CPU-min | no |",
+        "| AMD EPYC, AVX512_BF16 | `quality` (mixed_bfloat16) | 42 | 3 | 1.4600 | "
+        "1.4100 (0.0000) | 119.8 (119.8) | ≤ 1.40 within 120 CPU-min | no (one seed) |"]
