@@ -155,7 +155,12 @@ def run_lever(lever: str, seed: int, data: str) -> Dict:
         raise RuntimeError(f"{name}: textgen run exited {done.returncode}; see "
                            f"{os.path.join(out, 'run.log')}")
     with open(os.path.join(root, "last_run_summary.json"), encoding="utf-8") as f:
-        summary = json.load(f)
+        return figures(lever, seed, json.load(f), data)
+
+
+def figures(lever: str, seed: int, summary: Dict, data: str) -> Dict:
+    """A `textgen run`'s figures from its run summary (the pipeline root's
+    last_run_summary.json), nanoGPT's protocol measured on its model."""
     # Runs share one pipeline root, so the Evaluator may judge a lever's model against a
     # better one from another lever and not push it: measure the Trainer's model either way.
     model = summary["pushed_path"]
